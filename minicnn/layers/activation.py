@@ -1,0 +1,50 @@
+r"""ReLU, with the three backward rules that visualization papers use.
+
+Forward: ``y = max(x, 0)``.
+
+Backward, given the upstream gradient ``dy``:
+
+=========  =================================  ==========================================
+mode       rule                                used by
+=========  =================================  ==========================================
+normal     ``dx = dy [x > 0]``                 the true gradient (saliency maps)
+guided     ``dx = dy [x > 0] [dy > 0]``        guided backpropagation (Springenberg 2015)
+deconv     ``dx = dy [dy > 0]``                the deconvnet (Zeiler & Fergus 2014)
+=========  =================================  ==========================================
+
+Only ``normal`` is a gradient. ``guided`` keeps what the true gradient keeps but
+also drops negative signals coming down; ``deconv`` ignores the forward pass
+and rectifies the signal coming down, as the deconvnet's unpooling path does.
+"""
+from .base import Layer
+
+RELU_MODES = ("normal", "guided", "deconv")
+
+
+def check_relu_mode(mode):
+    if mode not in RELU_MODES:
+        raise ValueError(f"unknown ReLU backward mode {mode!r}: use one of {', '.join(RELU_MODES)}")
+    return mode
+
+
+class ReLU(Layer):
+    def __init__(self, mode="normal"):
+        super().__init__()
+        self.mode = check_relu_mode(mode)
+
+    def extra_repr(self):
+        return f"mode={self.mode!r}"
+
+    def forward(self, x):
+        self._check_input(x, None)
+        self.cache = x > 0
+        self.out_shape = x.shape
+        return x * self.cache
+
+    def backward(self, dout):
+        self._check_backward(dout)
+        if self.mode == "normal":
+            return dout * self.cache
+        if self.mode == "guided":
+            return dout * (self.cache & (dout > 0))
+        return dout * (dout > 0)

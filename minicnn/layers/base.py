@@ -1,0 +1,144 @@
+"""The layer protocol shared by every layer.
+
+A layer is a small object with
+
+* ``forward(x)``: computes the output and keeps what backward needs in ``self.cache``;
+* ``backward(dout)``: takes dL/d(output), returns dL/d(input) and stores the
+  parameter gradients in ``self.grads`` (same keys as ``self.params``);
+* ``params`` / ``grads``: dicts of arrays; ``buffers``: non-trained state such as
+  batch-norm running statistics;
+* ``training``: switched by ``train()`` and ``eval()``;
+* ``param_grads``: when False, backward skips the parameter gradients (used when
+  only the gradient on the input image is wanted, which is most visualizations).
+"""
+import numpy as np
+
+from ..backend import get_array_module, to_device, device_of
+
+
+class ShapeError(ValueError):
+    """An input does not have the shape a layer expects."""
+
+
+class Layer:
+    def __init__(self):
+        self.name = type(self).__name__
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}
+        self.cache = None
+        self.out_shape = None
+        self.training = True
+        self.param_grads = True
+
+    # -- the protocol ---------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    # -- modes and devices ----------------------------------------------
+    def train(self):
+        self.training = True
+        return self
+
+    def eval(self):
+        self.training = False
+        return self
+
+    def to(self, device):
+        """Move parameters, gradients and buffers to ``'cpu'`` or ``'gpu'``."""
+        for store in (self.params, self.grads, self.buffers):
+            for key in store:
+                store[key] = to_device(store[key], device)
+        self.cache = None
+        return self
+
+    def astype(self, dtype):
+        """Cast parameters and buffers to ``dtype`` (float64 for gradient checks)."""
+        for store in (self.params, self.buffers):
+            for key in store:
+                store[key] = store[key].astype(dtype)
+        self.grads = {}
+        self.cache = None
+        return self
+
+    def zero_grad(self):
+        self.grads = {}
+
+    # -- input validation -------------------------------------------------
+    def _describe(self):
+        if self.name == type(self).__name__:
+            return self.name
+        return f"{type(self).__name__} {self.name!r}"
+
+    def _check_input(self, x, expected):
+        """Check ``x`` against an expected shape pattern such as ``('N', 64, 'H', 'W')``.
+
+        Integers must match exactly; strings are free dimensions; ``None`` accepts
+        any shape. The dtype must be
+        floating and, when the layer has parameters, equal to theirs; the device
+        must be the parameters' device.
+        """
+        shape = getattr(x, "shape", None)
+        if shape is None:
+            raise TypeError(f"{self._describe()}: expected an array, received {type(x).__name__}")
+        if expected is None:
+            expected = shape
+        pattern = "(" + ", ".join(str(d) for d in expected) + ")"
+        if len(shape) != len(expected) or any(
+                isinstance(e, int) and e != s for e, s in zip(expected, shape)):
+            raise ShapeError(f"{self._describe()}: expected input of shape {pattern}, "
+                             f"received {tuple(shape)}")
+        if x.dtype.kind != "f":
+            raise TypeError(f"{self._describe()}: expected a floating-point input, received "
+                            f"dtype {x.dtype}; convert it with x.astype('float32')")
+        for key, p in self.params.items():
+            if p.dtype != x.dtype:
+                raise TypeError(
+                    f"{self._describe()}: input dtype {x.dtype} differs from parameter "
+                    f"{key!r} dtype {p.dtype}; convert the input with x.astype('{p.dtype}') "
+                    f"or the network with .astype('{x.dtype}')")
+            if device_of(p) != device_of(x):
+                raise TypeError(
+                    f"{self._describe()}: input is on the {device_of(x).upper()} but parameter "
+                    f"{key!r} is on the {device_of(p).upper()}; move one with .to('{device_of(p)}')"
+                    f" / minicnn.backend.to_{device_of(p)}(x)")
+            break
+
+    def _check_backward(self, dout):
+        if self.cache is None:
+            raise RuntimeError(f"{self._describe()}: backward called before forward "
+                               "(or after the layer was moved or cast); run forward first")
+        out_shape = self.out_shape
+        if tuple(dout.shape) != tuple(out_shape):
+            raise ShapeError(f"{self._describe()}: expected an upstream gradient of shape "
+                             f"{tuple(out_shape)} (the forward output), received {tuple(dout.shape)}")
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def extra_repr(self):
+        return ""
+
+
+def xp_of(*arrays):
+    """Shorthand used by the layers: the array module of the given arrays."""
+    return get_array_module(*arrays)
+
+
+def as_generator(rng):
+    """A ``numpy.random.Generator`` from a seed, a Generator or None (seed 0)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(0 if rng is None else rng)
+
+
+def kaiming_uniform(shape, fan_in, rng, dtype):
+    """He initialization for ReLU nets: uniform in +-sqrt(6 / fan_in)."""
+    bound = np.sqrt(6.0 / fan_in)
+    return as_generator(rng).uniform(-bound, bound, size=shape).astype(dtype)

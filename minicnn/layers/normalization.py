@@ -1,0 +1,120 @@
+r"""Batch normalization over the channels of an NCHW tensor.
+
+Per channel c, over the m = N H W values of that channel:
+
+Training mode (batch statistics):
+
+.. math::
+    \mu = \frac{1}{m}\sum x, \quad \sigma^2 = \frac{1}{m}\sum (x-\mu)^2, \quad
+    \hat x = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}}, \quad y = \gamma \hat x + \beta
+
+and the running statistics move toward the batch's, as PyTorch does (note the
+unbiased variance): ``running_mean = (1 - momentum) running_mean + momentum mu``,
+``running_var = (1 - momentum) running_var + momentum sigma^2 m / (m - 1)``.
+
+Backward in training mode (mu and sigma depend on every x of the channel):
+
+.. math::
+    d\gamma = \sum dy\,\hat x, \quad d\beta = \sum dy, \quad
+    dx = \frac{\gamma}{m\sqrt{\sigma^2+\epsilon}}
+         \left(m\,dy - \sum dy - \hat x \sum dy\,\hat x\right)
+
+Eval mode uses the running statistics, so BN is a fixed per-channel affine map
+``y = a x + b`` with ``a = gamma / sqrt(running_var + eps)`` and
+``b = beta - a running_mean``; its backward is ``dx = a dy``, and it can be
+folded into the convolution before it (:func:`fold_into_conv`).
+"""
+import numpy as np
+
+from .base import Layer, xp_of
+from ..backend import DEFAULT_DTYPE
+
+
+def _per_channel(v):
+    return v.reshape(1, -1, 1, 1)
+
+
+class BatchNorm2d(Layer):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=DEFAULT_DTYPE):
+        super().__init__()
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.params["weight"] = np.ones(self.num_features, dtype=dtype)
+        self.params["bias"] = np.zeros(self.num_features, dtype=dtype)
+        self.buffers["running_mean"] = np.zeros(self.num_features, dtype=dtype)
+        self.buffers["running_var"] = np.ones(self.num_features, dtype=dtype)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+    def eval_affine(self):
+        """The eval-mode map as (scale, shift), each of shape (C,)."""
+        xp = xp_of(self.params["weight"])
+        scale = self.params["weight"] / xp.sqrt(self.buffers["running_var"] + self.eps)
+        shift = self.params["bias"] - scale * self.buffers["running_mean"]
+        return scale, shift
+
+    def forward(self, x):
+        self._check_input(x, ("N", self.num_features, "H", "W"))
+        xp = xp_of(x)
+        gamma, beta = self.params["weight"], self.params["bias"]
+        if self.training:
+            m = x.shape[0] * x.shape[2] * x.shape[3]
+            if m < 2:
+                raise ValueError(f"{self._describe()}: training mode needs more than one value "
+                                 f"per channel, received input of shape {tuple(x.shape)}; "
+                                 "use a larger batch or eval()")
+            mean = x.mean(axis=(0, 2, 3))
+            var = x.var(axis=(0, 2, 3))
+            inv_std = 1.0 / xp.sqrt(var + self.eps)
+            x_hat = (x - _per_channel(mean)) * _per_channel(inv_std)
+            out = _per_channel(gamma) * x_hat + _per_channel(beta)
+            mom = self.momentum
+            self.buffers["running_mean"] = (1 - mom) * self.buffers["running_mean"] + mom * mean
+            self.buffers["running_var"] = ((1 - mom) * self.buffers["running_var"]
+                                           + mom * var * (m / (m - 1)))
+            self.cache = ("train", x_hat, inv_std)
+        else:
+            scale, shift = self.eval_affine()
+            out = x * _per_channel(scale) + _per_channel(shift)
+            x_hat = (x - _per_channel(self.buffers["running_mean"])) * _per_channel(
+                1.0 / xp.sqrt(self.buffers["running_var"] + self.eps))
+            self.cache = ("eval", x_hat if self.param_grads else None, scale)
+        self.out_shape = out.shape
+        return out
+
+    def backward(self, dout):
+        self._check_backward(dout)
+        mode, x_hat, factor = self.cache
+        if self.param_grads and x_hat is not None:
+            self.grads["weight"] = (dout * x_hat).sum(axis=(0, 2, 3))
+            self.grads["bias"] = dout.sum(axis=(0, 2, 3))
+        if mode == "eval":
+            return dout * _per_channel(factor)
+        inv_std = factor
+        m = dout.shape[0] * dout.shape[2] * dout.shape[3]
+        sum_dout = dout.sum(axis=(0, 2, 3))
+        sum_dout_xhat = (dout * x_hat).sum(axis=(0, 2, 3))
+        gamma = self.params["weight"]
+        return (_per_channel(gamma * inv_std / m)
+                * (m * dout - _per_channel(sum_dout) - x_hat * _per_channel(sum_dout_xhat)))
+
+
+def fold_into_conv(conv, bn):
+    """Fold an eval-mode BatchNorm2d into the Conv2d before it, in place.
+
+    ``bn(conv(x)) = a (W * x + b) + c = (a W) * x + (a b + c)``: the weight is
+    scaled per output channel and the bias absorbs the shift. The convolution
+    gains a bias if it had none. Returns the convolution.
+    """
+    if conv.out_channels != bn.num_features:
+        raise ValueError(f"cannot fold {bn._describe()} ({bn.num_features} channels) into "
+                         f"{conv._describe()} ({conv.out_channels} output channels)")
+    scale, shift = bn.eval_affine()
+    xp = xp_of(scale)
+    bias = conv.params.get("bias", xp.zeros_like(shift))
+    conv.params["weight"] = conv.params["weight"] * scale.reshape(-1, 1, 1, 1)
+    conv.params["bias"] = scale * bias + shift
+    conv.grads = {}
+    return conv

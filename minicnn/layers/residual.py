@@ -1,0 +1,61 @@
+r"""The residual add and the parameter-free "option A" shortcut.
+
+Add: ``y = a + b`` for two inputs of one shape; backward hands ``dy`` to both:
+``da = db = dy``. A residual block is ``relu(branch(x) + shortcut(x))``; when the
+shortcut is the identity, the gradient on ``x`` is the branch's plus ``dy`` itself,
+which is why deep residual nets train.
+
+ChannelPadShortcut (the CIFAR ResNets' "option A"): when a block halves the
+resolution and doubles the channels, the shortcut keeps every second pixel and
+zero-pads the channel axis by ``(out - in) / 2`` on each side:
+``y = pad_c(x[:, :, ::s, ::s])``. Its backward takes the middle channels of
+``dy`` and puts them back on the kept pixels; the others get zero.
+"""
+from .base import Layer, ShapeError, xp_of
+
+
+class Add(Layer):
+    def forward(self, a, b):
+        if a.shape != b.shape:
+            raise ShapeError(f"{self._describe()}: the two inputs of a residual add must have one "
+                             f"shape, received {tuple(a.shape)} (branch) and {tuple(b.shape)} "
+                             "(shortcut)")
+        self._check_input(a, None)
+        self.cache = True
+        self.out_shape = a.shape
+        return a + b
+
+    def backward(self, dout):
+        self._check_backward(dout)
+        return dout, dout
+
+
+class ChannelPadShortcut(Layer):
+    def __init__(self, in_channels, out_channels, stride=2):
+        super().__init__()
+        if out_channels < in_channels or (out_channels - in_channels) % 2:
+            raise ValueError(f"ChannelPadShortcut: cannot pad {in_channels} channels evenly "
+                             f"to {out_channels}")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.pad = (out_channels - in_channels) // 2
+
+    def extra_repr(self):
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+
+    def forward(self, x):
+        self._check_input(x, ("N", self.in_channels, "H", "W"))
+        xp = xp_of(x)
+        s = self.stride
+        kept = x[:, :, ::s, ::s]
+        self.cache = x.shape
+        out = xp.pad(kept, ((0, 0), (self.pad, self.pad), (0, 0), (0, 0)))
+        self.out_shape = out.shape
+        return out
+
+    def backward(self, dout):
+        self._check_backward(dout)
+        xp = xp_of(dout)
+        s = self.stride
+        dx = xp.zeros(self.cache, dtype=dout.dtype)
+        dx[:, :, ::s, ::s] = dout[:, self.pad:self.pad + self.in_channels]
+        return dx

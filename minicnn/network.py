@@ -1,0 +1,322 @@
+"""Networks composed by hand from named layers and residual blocks.
+
+Every layer and block has a dotted name (``"res2a"``, ``"res2a.branch2a"``), and
+the network can
+
+* run forward and stop after a named layer, capturing the outputs of others:
+  ``out, acts = net.forward(x, stop_at="res4b", capture=["conv1", "res3a"])``;
+* run backward from a gradient on the output (or on the ``stop_at`` layer) and
+  from gradients injected at any named layers, added up on the way down:
+  ``dx = net.backward(inject={"res4b": g4, "res5c": g5})``;
+* switch the backward rule of every ReLU at once: ``net.set_relu_mode("guided")``;
+* skip parameter gradients when only the input gradient is wanted:
+  ``net.backward(dout, param_grads=False)``.
+
+There is no autograd tape: a container's backward calls its children's
+backward in reverse order, and a child that received no gradient (it lies past
+the layer where the forward pass stopped, or above every injection point) is
+skipped.
+"""
+import difflib
+
+from .layers import Layer, Add, ReLU
+from .layers.activation import check_relu_mode
+from .layers.base import ShapeError
+
+
+def _plus(a, b):
+    """Sum of two gradients where None means 'no gradient reached here'."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+class _Stop(Exception):
+    """Unwinds the forward pass once the stop_at layer has produced its output."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+
+class _Pass:
+    """Bookkeeping for one forward or backward pass through a network."""
+
+    def __init__(self, stop_at=None, capture=(), inject=None):
+        self.stop_at = stop_at
+        self.capture = set(capture)
+        self.activations = {}
+        self.inject = inject or {}
+        self.output_shapes = {}
+
+    def forward(self, module, *inputs):
+        if isinstance(module, Container):
+            out = module.run_forward(self, *inputs)
+        else:
+            out = module.forward(*inputs)
+        self.output_shapes[module.name] = out.shape
+        if module.name in self.capture:
+            self.activations[module.name] = out
+        if module.name == self.stop_at:
+            raise _Stop(out)
+        return out
+
+    def backward(self, module, dout):
+        dout = _plus(dout, self.inject.get(module.name))
+        if isinstance(module, Container):
+            return module.run_backward(self, dout)
+        if dout is None:
+            return None
+        return module.backward(dout)
+
+
+class Container:
+    """Named children; subclasses say how data flows between them."""
+
+    def __init__(self, name=""):
+        self.name = name
+        self.children = {}
+
+    def add(self, name, module):
+        if not name or "." in name:
+            raise ValueError(f"a layer name must be non-empty and contain no dot, received {name!r}")
+        if name in self.children:
+            raise ValueError(f"{self.name or 'network'} already has a layer named {name!r}")
+        self.children[name] = module
+        module.name = f"{self.name}.{name}" if self.name else name
+        if isinstance(module, Container):
+            module._rename_children()
+        return module
+
+    def _rename_children(self):
+        for child_name, child in self.children.items():
+            child.name = f"{self.name}.{child_name}"
+            if isinstance(child, Container):
+                child._rename_children()
+
+    def modules(self):
+        """Every named module below this one, depth first, in forward order."""
+        for child in self.children.values():
+            yield child
+            if isinstance(child, Container):
+                yield from child.modules()
+
+    def layers(self):
+        """Every leaf layer below this one, in forward order."""
+        return (m for m in self.modules() if isinstance(m, Layer))
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}("]
+        for name, child in self.children.items():
+            for i, line in enumerate(repr(child).splitlines()):
+                lines.append(f"  {name}: {line}" if i == 0 else f"  {line}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+class Sequential(Container):
+    """Children applied one after another."""
+
+    def __init__(self, layers=(), name=""):
+        super().__init__(name)
+        for child_name, module in layers:
+            self.add(child_name, module)
+
+    def run_forward(self, run, x):
+        for child in self.children.values():
+            x = run.forward(child, x)
+        return x
+
+    def run_backward(self, run, dout):
+        for child in reversed(list(self.children.values())):
+            dout = run.backward(child, dout)
+        return dout
+
+
+class Residual(Container):
+    """``y = activation(branch(x) + shortcut(x))``, the residual block.
+
+    ``branch`` and ``shortcut`` are lists of (name, layer) pairs; their names
+    share the block's namespace. An empty shortcut is the identity. The sum is
+    the child ``add``, the activation (a ReLU unless None) the child ``relu``.
+    """
+
+    def __init__(self, branch, shortcut=(), activation="relu", name=""):
+        super().__init__(name)
+        if activation not in ("relu", None):
+            raise ValueError(f"unknown residual activation {activation!r}: use 'relu' or None")
+        self.branch = [self.add(n, m) for n, m in branch]
+        self.shortcut = [self.add(n, m) for n, m in shortcut]
+        self.sum = self.add("add", Add())
+        self.activation = self.add("relu", ReLU()) if activation == "relu" else None
+
+    def run_forward(self, run, x):
+        main = x
+        for child in self.branch:
+            main = run.forward(child, main)
+        short = x
+        for child in self.shortcut:
+            short = run.forward(child, short)
+        out = run.forward(self.sum, main, short)
+        if self.activation is not None:
+            out = run.forward(self.activation, out)
+        return out
+
+    def run_backward(self, run, dout):
+        if self.activation is not None:
+            dout = run.backward(self.activation, dout)
+        dout = _plus(dout, run.inject.get(self.sum.name))
+        d_main = d_short = None
+        if dout is not None:
+            d_main, d_short = self.sum.backward(dout)
+        for child in reversed(self.branch):
+            d_main = run.backward(child, d_main)
+        for child in reversed(self.shortcut):
+            d_short = run.backward(child, d_short)
+        return _plus(d_main, d_short)
+
+
+class Network(Sequential):
+    """The top-level container, with the user-facing forward/backward API.
+
+    ``metadata`` carries what a weights file says about the model (labels,
+    preprocessing, provenance).
+    """
+
+    def __init__(self, layers=(), metadata=None):
+        super().__init__(layers)
+        self.metadata = dict(metadata or {})
+        self._last = None
+
+    # -- addressing -----------------------------------------------------
+    def names(self):
+        """Every addressable name, in forward order."""
+        return [m.name for m in self.modules()]
+
+    def __getitem__(self, name):
+        for module in self.modules():
+            if module.name == name:
+                return module
+        raise KeyError(self._unknown(name))
+
+    def _unknown(self, name):
+        names = self.names()
+        close = difflib.get_close_matches(str(name), names, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        return (f"unknown layer name {name!r}{hint} (net.names() lists all {len(names)} names)")
+
+    def _require(self, name):
+        if name not in set(self.names()):
+            raise KeyError(self._unknown(name))
+
+    # -- passes -----------------------------------------------------------
+    def forward(self, x, stop_at=None, capture=()):
+        """Run the network on an NCHW batch.
+
+        Returns the output (of ``stop_at`` if given), or ``(output, activations)``
+        when ``capture`` names layers whose outputs to keep.
+        """
+        if isinstance(capture, str):
+            capture = [capture]
+        for name in ([stop_at] if stop_at is not None else []) + list(capture):
+            self._require(name)
+        run = _Pass(stop_at=stop_at, capture=capture)
+        try:
+            out = self.run_forward(run, x)
+        except _Stop as stop:
+            out = stop.output
+        missing = set(capture) - set(run.activations)
+        if missing:
+            raise ValueError(f"captured layers {sorted(missing)} lie after stop_at={stop_at!r} "
+                             "and were not computed")
+        self._last = run
+        return (out, run.activations) if capture else out
+
+    __call__ = forward
+
+    def backward(self, dout=None, inject=None, param_grads=True):
+        """Backpropagate and return the gradient on the input.
+
+        ``dout`` is dL/d(output of the last forward pass, i.e. of its stop_at
+        layer); ``inject`` maps layer names to dL/d(that layer's output). All of
+        them are added up on the way down. With ``param_grads=False`` the layers
+        skip their parameter gradients.
+        """
+        if self._last is None:
+            raise RuntimeError("backward called before forward: run net.forward(x) first")
+        last = self._last
+        inject = dict(inject or {})
+        if dout is not None:
+            top = last.stop_at
+            if top is None:
+                top = list(self.children.values())[-1].name
+            inject[top] = _plus(inject.get(top), dout)
+        if not inject:
+            raise ValueError("backward needs a gradient: pass dout or inject={name: gradient}")
+        for name, grad in inject.items():
+            self._require(name)
+            if name not in last.output_shapes:
+                raise ValueError(f"cannot inject a gradient at {name!r}: the last forward pass "
+                                 f"stopped at {last.stop_at!r} before reaching it")
+            expected = tuple(last.output_shapes[name])
+            if tuple(grad.shape) != expected:
+                raise ShapeError(f"gradient injected at {name!r} has shape {tuple(grad.shape)}, "
+                                 f"expected {expected} (that layer's output)")
+        run = _Pass(inject=inject)
+        layers = list(self.layers())
+        saved = [layer.param_grads for layer in layers]
+        try:
+            for layer in layers:
+                layer.param_grads = layer.param_grads and param_grads
+            dx = self.run_backward(run, None)
+        finally:
+            for layer, flag in zip(layers, saved):
+                layer.param_grads = flag
+        return dx
+
+    # -- whole-network switches ---------------------------------------------
+    def set_relu_mode(self, mode):
+        """Set the backward rule of every ReLU: 'normal', 'guided' or 'deconv'."""
+        check_relu_mode(mode)
+        for layer in self.layers():
+            if isinstance(layer, ReLU):
+                layer.mode = mode
+        return self
+
+    def parameters(self):
+        """(layer, key) for every trainable array, in forward order."""
+        return [(layer, key) for layer in self.layers() for key in layer.params]
+
+    def num_parameters(self):
+        return sum(int(layer.params[key].size) for layer, key in self.parameters())
+
+    def zero_grad(self):
+        for layer in self.layers():
+            layer.zero_grad()
+        return self
+
+    def train(self):
+        for layer in self.layers():
+            layer.train()
+        return self
+
+    def eval(self):
+        for layer in self.layers():
+            layer.eval()
+        return self
+
+    def to(self, device):
+        """Move every layer to ``'cpu'`` or ``'gpu'`` (CuPy)."""
+        for layer in self.layers():
+            layer.to(device)
+        self._last = None
+        return self
+
+    def astype(self, dtype):
+        """Cast every parameter and buffer (float64 for gradient checks)."""
+        for layer in self.layers():
+            layer.astype(dtype)
+        self._last = None
+        return self
