@@ -19,6 +19,8 @@ skipped.
 """
 import difflib
 
+import numpy as np
+
 from .layers import Layer, Add, ReLU
 from .layers.activation import check_relu_mode
 from .layers.base import ShapeError
@@ -288,6 +290,50 @@ class Network(Sequential):
     def parameters(self):
         """(layer, key) for every trainable array, in forward order."""
         return [(layer, key) for layer in self.layers() for key in layer.params]
+
+    def state_dict(self):
+        """``{'<layer>.<key>': array}`` for every parameter and buffer."""
+        state = {}
+        for layer in self.layers():
+            for store in (layer.params, layer.buffers):
+                for key, value in store.items():
+                    state[f"{layer.name}.{key}"] = value
+        return state
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays into the network, checking every name and shape.
+
+        Arrays are cast to the dtype of the array they replace and stay on the
+        CPU (call ``to('gpu')`` afterwards). With ``strict`` every parameter and
+        buffer must be given and nothing else.
+        """
+        slots = {}
+        for layer in self.layers():
+            for store in (layer.params, layer.buffers):
+                for key in store:
+                    slots[f"{layer.name}.{key}"] = (layer, store, key)
+        unknown = sorted(set(state) - set(slots))
+        missing = sorted(set(slots) - set(state))
+        if strict and (unknown or missing):
+            parts = []
+            if missing:
+                parts.append(f"missing {len(missing)}: {', '.join(missing[:8])}"
+                             + (" ..." if len(missing) > 8 else ""))
+            if unknown:
+                parts.append(f"unexpected {len(unknown)}: {', '.join(unknown[:8])}"
+                             + (" ..." if len(unknown) > 8 else ""))
+            raise KeyError("weights do not match the network (" + "; ".join(parts) + ")")
+        for name, value in state.items():
+            if name not in slots:
+                continue
+            layer, store, key = slots[name]
+            value = np.asarray(value)
+            if value.shape != store[key].shape:
+                raise ShapeError(f"{layer._describe()}: {key} has shape {tuple(store[key].shape)} "
+                                 f"in the network but {tuple(value.shape)} in the weights")
+            store[key] = value.astype(store[key].dtype)
+            layer.grads = {}
+        return self
 
     def num_parameters(self):
         return sum(int(layer.params[key].size) for layer, key in self.parameters())
