@@ -1,0 +1,45 @@
+"""Load and save whole models: architecture + weights + metadata in one file."""
+from pathlib import Path
+
+from ..models import build
+from .hdf5 import read_weights, write_weights
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "digits_resnet8.h5"
+"""The small model the project trains and ships (see weights/README.md)."""
+
+
+def default_weights_path():
+    if not DEFAULT_WEIGHTS.is_file():
+        raise FileNotFoundError(
+            f"the shipped default model {str(DEFAULT_WEIGHTS)!r} is missing; install minicnn from "
+            "a source checkout (pip install -e .) or pass a weights file explicitly")
+    return DEFAULT_WEIGHTS
+
+
+def load(path=None, device="cpu"):
+    """Build the network a minicnn weights file describes and load its weights.
+
+    Returns the network in eval mode; ``net.metadata`` holds the file's labels,
+    preprocessing and provenance. ``path=None`` loads the shipped default model.
+    """
+    path = default_weights_path() if path is None else Path(path)
+    metadata, state = read_weights(path)
+    net = build(metadata["arch"], metadata.get("variant"), num_classes=metadata["num_classes"])
+    try:
+        net.load_state_dict(state)
+    except (KeyError, ValueError) as error:
+        message = error.args[0] if error.args else error
+        raise type(error)(f"{path}: {message}") from None
+    net.metadata.update(metadata)
+    net.metadata["path"] = str(path)
+    net.eval()
+    return net.to(device) if device != "cpu" else net
+
+
+def save(net, path, **metadata):
+    """Write ``net`` with its metadata (and any overrides given as keywords)."""
+    from ..backend import to_cpu
+    info = {**net.metadata, **metadata}
+    info.pop("path", None)
+    write_weights(path, {k: to_cpu(v) for k, v in net.state_dict().items()}, info)
+    return path
