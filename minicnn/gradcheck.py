@@ -157,7 +157,7 @@ def check_network(net, x, rng=None, h=1e-5):
     """Directional check of a whole network on input and every parameter."""
     rng = as_generator(rng)
     out = net.forward(x)
-    dout = rng.standard_normal(out.shape).astype(x.dtype)
+    dout = get_array_module(x).asarray(rng.standard_normal(out.shape), dtype=x.dtype)
     dx = net.backward(dout)
     params = net.parameters()
     arrays = [x] + [layer.params[key] for layer, key in params]

@@ -272,6 +272,8 @@ class Network(Sequential):
         try:
             for layer in layers:
                 layer.param_grads = layer.param_grads and param_grads
+                if not layer.param_grads:  # stale gradients must not reach an optimizer step
+                    layer.grads = {}
             dx = self.run_backward(run, None)
         finally:
             for layer, flag in zip(layers, saved):

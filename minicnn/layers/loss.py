@@ -27,6 +27,9 @@ def log_softmax(z):
 class SoftmaxCrossEntropy:
     """Mean cross-entropy of softmax(logits) against integer labels."""
 
+    def __init__(self):
+        self.cache = None
+
     def forward(self, logits, labels):
         xp = xp_of(logits)
         if logits.ndim != 2:
@@ -46,6 +49,9 @@ class SoftmaxCrossEntropy:
         return -log_p[rows, labels].mean()
 
     def backward(self):
+        if self.cache is None:
+            raise RuntimeError("SoftmaxCrossEntropy: backward called before forward; "
+                               "run forward(logits, labels) first")
         p, labels = self.cache
         xp = xp_of(p)
         d = p.copy()

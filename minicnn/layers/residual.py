@@ -21,6 +21,10 @@ class Add(Layer):
                              f"shape, received {tuple(a.shape)} (branch) and {tuple(b.shape)} "
                              "(shortcut)")
         self._check_input(a, None)
+        self._check_input(b, None)
+        if a.dtype != b.dtype:
+            raise TypeError(f"{self._describe()}: the branch is {a.dtype} but the shortcut is "
+                            f"{b.dtype}; both inputs of a residual add need one dtype")
         self.cache = True
         self.out_shape = a.shape
         return a + b
