@@ -23,10 +23,17 @@ def atomic_output(destination):
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it a normal file's mode
         os.replace(tmp, destination)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def file_digest(path, algorithm="sha256", chunk=1 << 20):
