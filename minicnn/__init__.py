@@ -8,10 +8,12 @@ from .layers import (Conv2d, ReLU, MaxPool2d, AvgPool2d, GlobalAvgPool2d, BatchN
                      Flatten, Add, ChannelPadShortcut, SoftmaxCrossEntropy, softmax, ShapeError)
 from .network import Network, Sequential, Residual
 from .optim import SGD, Adam
+from .models import build
+from .io.model_file import load, save
 
 __version__ = "0.1.0"
 
 __all__ = ["get_array_module", "to_gpu", "to_cpu", "gpu_available", "BackendError", "Conv2d",
            "ReLU", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm2d", "Linear", "Flatten",
            "Add", "ChannelPadShortcut", "SoftmaxCrossEntropy", "softmax", "ShapeError", "Network",
-           "Sequential", "Residual", "SGD", "Adam"]
+           "Sequential", "Residual", "SGD", "Adam", "build", "load", "save"]
