@@ -43,6 +43,12 @@ TOLERANCE = 1e-3
 """Largest max-relative difference (float32) accepted between minicnn and PyTorch."""
 
 
+GRADIENT_TOLERANCE = 1e-2
+"""Whole-array error accepted on ResNet-50's float32 input gradient: a few ReLU
+inputs within rounding of zero fall on different sides in the two engines and
+switch their masks (in float64 the two agree to 1e-15; tests/test_models.py)."""
+
+
 def import_torch():
     try:
         import torch
@@ -167,9 +173,141 @@ def bench_conv(args, torch):
     return all_ok
 
 
+# -- section: ResNet-50 ---------------------------------------------------------
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_probe(spec):
+    """Run one pass in this (fresh) process and print its peak memory in MiB.
+
+    ``spec`` is ``engine:pass:batch``. The peak is the process's high-water
+    resident set (getrusage) minus the resident set just before the pass, after
+    the model is built: the activations, caches and gradients of that pass.
+    """
+    import gc
+    import resource
+    engine, kind, batch = spec.split(":")
+    x = np.random.default_rng(0).standard_normal((int(batch), 3, 224, 224)).astype(np.float32)
+    onehot = np.zeros((int(batch), 1000), np.float32)
+    onehot[:, 281] = 1.0
+    if engine == "minicnn":
+        from minicnn.models import resnet
+        net = resnet(50, "torchvision", rng=0).eval()
+        run = {"forward": lambda: net.forward(x),
+               "backward": lambda: (net.forward(x), net.backward(onehot, param_grads=False))}
+    else:
+        torch = import_torch()
+        torch.set_num_threads(1)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from torch_resnets import TorchResNet
+        model = TorchResNet(50, "torchvision").eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        tx = torch.from_numpy(x)
+
+        def backward():
+            leaf = tx.clone().requires_grad_(True)
+            model(leaf).backward(torch.from_numpy(onehot))
+
+        def forward():
+            with torch.no_grad():
+                model(tx)
+
+        run = {"forward": forward, "backward": backward}
+    gc.collect()
+    before = _rss_bytes()
+    run[kind]()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"{(peak - before) / 2**20:.0f}")
+
+
+def peak_memory_mib(engine, kind, batch):
+    """Peak memory of one pass, measured in a fresh subprocess (see memory_probe)."""
+    import subprocess
+    result = subprocess.run([sys.executable, __file__, "--probe", f"{engine}:{kind}:{batch}"],
+                            capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def rel_norm_diff(a, b):
+    """``||a - b|| / ||b||``: a whole-array error that a few entries near a ReLU kink,
+    landing on different sides in float32, do not dominate."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def bench_resnet50(args, torch):
+    """ResNet-50 (torchvision variant) at 224x224: forward, and forward + input gradient.
+
+    The backward pass is the one visualizations need: from one class score to
+    the image, without parameter gradients. Both engines run the same weights.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from torch_resnets import TorchResNet, load_minicnn_state
+    from minicnn.models import resnet
+    net = resnet(50, "torchvision", rng=0).eval()
+    model = load_minicnn_state(TorchResNet(50, "torchvision"), net.state_dict(), 50).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    rng = np.random.default_rng(0)
+    print(f"ResNet-50 (torchvision variant), 224x224, float32, {args.threads} thread(s); "
+          "median ms; peak memory of the pass in a fresh process, MiB")
+    header = (f"{'pass':<22} {'batch':>5} {'minicnn ms':>11} {'torch ms':>10} {'ratio':>7}"
+              f" {'minicnn MiB':>12} {'torch MiB':>10} {'rel diff':>9}")
+    print(header)
+    print("-" * len(header))
+    all_ok = True
+    ratios = {"forward": [], "forward + input grad": []}
+    for batch in (1, 8):
+        x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+        onehot = np.zeros((batch, 1000), np.float32)
+        onehot[:, 281] = 1.0
+        tx = torch.from_numpy(x.copy())
+
+        def mine_forward():
+            return net.forward(x)
+
+        def torch_forward():
+            with torch.no_grad():
+                return model(tx)
+
+        def mine_backward():
+            net.forward(x)
+            return net.backward(onehot, param_grads=False)
+
+        def torch_backward():
+            leaf = tx.clone().requires_grad_(True)
+            model(leaf).backward(torch.from_numpy(onehot))
+            return leaf.grad
+
+        for name, kind, fa, fb in (("forward", "forward", mine_forward, torch_forward),
+                                   ("forward + input grad", "backward", mine_backward,
+                                    torch_backward)):
+            mem_a = peak_memory_mib("minicnn", kind, batch)
+            mem_b = peak_memory_mib("torch", kind, batch)
+            diff = rel_norm_diff(fa(), fb().numpy())
+            ok = diff < (TOLERANCE if kind == "forward" else GRADIENT_TOLERANCE)
+            all_ok &= ok
+            t_a, t_b = time_pair(fa, fb, args.budget, least=2, most=10)
+            ratios[name].append(t_a / t_b)
+            print(f"{name:<22} {batch:>5} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f}"
+                  f" {mem_a:>12.0f} {mem_b:>10.0f} {diff:>9.1e}"
+                  f"{'' if ok else '  WRONG'}", flush=True)
+    print("-" * len(header))
+    for name, values in ratios.items():
+        geomean = math.exp(sum(math.log(r) for r in values) / len(values))
+        print(f"geometric mean of the ratios, {name}: {geomean:.2f}")
+    if not all_ok:
+        print(f"FAILED: minicnn and PyTorch differ by more than {TOLERANCE:g} somewhere")
+    return all_ok
+
+
 SECTIONS = {
     "conv": bench_conv,
-    # "resnet50": bench_resnet50,  # whole network, forward and forward + input gradient
+    "resnet50": bench_resnet50,
 }
 
 
@@ -179,9 +317,14 @@ def main(argv=None):
                         help="run only this section (repeatable); default: all")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="threads for both engines (default: os.cpu_count())")
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=float, default=4.0,
                         help="seconds of timed repeats per case and both engines (default 4)")
     args = parser.parse_args(argv)
+    if args.probe:
+        with threadpool_limits(limits=1):
+            memory_probe(args.probe)
+        return 0
     if args.threads < 1:
         parser.error("--threads must be at least 1")
     if threadpool_limits is None:
