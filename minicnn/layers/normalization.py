@@ -78,16 +78,19 @@ class BatchNorm2d(Layer):
         else:
             scale, shift = self.eval_affine()
             out = x * _per_channel(scale) + _per_channel(shift)
-            x_hat = (x - _per_channel(self.buffers["running_mean"])) * _per_channel(
-                1.0 / xp.sqrt(self.buffers["running_var"] + self.eps))
-            self.cache = ("eval", x_hat if self.param_grads else None, scale)
+            self.cache = ("eval", x, scale)  # x_hat only if backward wants dgamma
         self.out_shape = out.shape
         return out
 
     def backward(self, dout):
         self._check_backward(dout)
-        mode, x_hat, factor = self.cache
-        if self.param_grads and x_hat is not None:
+        mode, saved, factor = self.cache  # saved: x_hat in train mode, x in eval mode
+        x_hat = saved
+        if mode == "eval" and self.param_grads:
+            xp = xp_of(dout)
+            x_hat = (saved - _per_channel(self.buffers["running_mean"])) * _per_channel(
+                1.0 / xp.sqrt(self.buffers["running_var"] + self.eps))
+        if self.param_grads:
             self.grads["weight"] = (dout * x_hat).sum(axis=(0, 2, 3))
             self.grads["bias"] = dout.sum(axis=(0, 2, 3))
         if mode == "eval":
