@@ -183,12 +183,13 @@ def _rss_bytes():
 def memory_probe(spec):
     """Run one pass in this (fresh) process and print its peak memory in MiB.
 
-    ``spec`` is ``engine:pass:batch``. The peak is the process's high-water
-    resident set (getrusage) minus the resident set just before the pass, after
-    the model is built: the activations, caches and gradients of that pass.
+    ``spec`` is ``engine:pass:batch``. The peak is the highest resident set
+    minus the resident set just before the pass, after
+    the model is built, sampled every millisecond during the pass: the
+    activations, caches and gradients of that pass.
     """
     import gc
-    import resource
+    import threading
     engine, kind, batch = spec.split(":")
     x = np.random.default_rng(0).standard_normal((int(batch), 3, 224, 224)).astype(np.float32)
     onehot = np.zeros((int(batch), 1000), np.float32)
@@ -218,9 +219,20 @@ def memory_probe(spec):
 
         run = {"forward": forward, "backward": backward}
     gc.collect()
-    before = _rss_bytes()
+    before = peak = _rss_bytes()
+    done = threading.Event()
+
+    def sample():  # the high-water mark of getrusage would include the model's set-up
+        nonlocal peak
+        while not done.wait(0.001):
+            peak = max(peak, _rss_bytes())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     run[kind]()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    done.set()
+    sampler.join()
+    peak = max(peak, _rss_bytes())
     print(f"{(peak - before) / 2**20:.0f}")
 
 
