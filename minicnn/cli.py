@@ -43,7 +43,7 @@ def _download(args):
 
 def _list(args):
     from .io.download import REGISTRY, weights_home
-    print(f"known downloads (saved to {args.dir or weights_home()}):")
+    print(f"known downloads (saved to {weights_home()} unless --dir is given):")
     for name, entry in REGISTRY.items():
         print(f"  {name:<22} {entry['about']}")
     return 0
@@ -102,7 +102,6 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_download)
     p = wsub.add_parser("list", help="list the known downloads")
-    p.add_argument("--dir", help=argparse.SUPPRESS)
     p.set_defaults(func=_list)
     p = wsub.add_parser("info", help="show a minicnn weights file's metadata")
     p.add_argument("file")

@@ -21,6 +21,7 @@ import difflib
 
 import numpy as np
 
+from .backend import get_array_module
 from .layers import Layer, Add, ReLU
 from .layers.activation import check_relu_mode
 from .layers.base import ShapeError
@@ -354,6 +355,10 @@ class Network(Sequential):
         for layer in self.layers():
             layer.eval()
         return self
+
+    def array_module(self):
+        """``numpy`` or ``cupy``: where the parameters live, so inputs can follow."""
+        return get_array_module(*(p for layer in self.layers() for p in layer.params.values()))
 
     def to(self, device):
         """Move every layer to ``'cpu'`` or ``'gpu'`` (CuPy)."""

@@ -1,7 +1,7 @@
 """Images in, predictions out: the job behind ``minicnn classify``."""
 import numpy as np
 
-from .backend import get_array_module, to_cpu
+from .backend import to_cpu
 from .images import load_image, preprocess
 from .layers import softmax
 
@@ -16,7 +16,7 @@ def classify(net, paths, top=5, batch_size=16):
     """Top-``top`` (label, probability) pairs, best first, for each image file."""
     spec = net.metadata["preprocessing"]
     labels = labels_of(net)
-    xp = get_array_module(net.parameters()[0][0].params["weight"])
+    xp = net.array_module()
     results = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]

@@ -10,7 +10,7 @@ def predict(net, x, batch_size=256):
     """Logits for every row of ``x``, computed in eval mode, batch by batch."""
     was_training = any(layer.training for layer in net.layers())
     net.eval()
-    xp = get_array_module(*(layer.params.get("weight") for layer in net.layers()))
+    xp = net.array_module()
     outs = [net.forward(xp.asarray(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
     if was_training:
         net.train()

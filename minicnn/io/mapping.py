@@ -30,6 +30,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from ..models.resnet import caffe_block_names
 from .errors import WeightsFormatError
 
 RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3),
@@ -47,11 +48,7 @@ ResNetArch.__doc__ = ("What infer_resnet_arch found: depth, block ('basic' or 'b
 # -- the naming rule ----------------------------------------------------------
 def block_name(depth, stage, index):
     """minicnn/Caffe name of block ``index`` (from 0) of stage ``stage`` (2..5)."""
-    if depth in (101, 152) and stage in (3, 4) and index > 0:
-        return f"res{stage}b{index}"
-    if index >= 26:
-        raise ValueError(f"block {index} of stage {stage}: letters run out after 26 blocks")
-    return f"res{stage}{'abcdefghijklmnopqrstuvwxyz'[index]}"
+    return caffe_block_names(depth, stage, index + 1)[index]
 
 
 def _resnet_plan(depth):

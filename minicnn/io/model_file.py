@@ -33,7 +33,7 @@ def load(path=None, device="cpu"):
     net.metadata.update(metadata)
     net.metadata["path"] = str(path)
     net.eval()
-    return net.to(device) if device != "cpu" else net
+    return net.to(device)
 
 
 def save(net, path, **metadata):

@@ -93,6 +93,11 @@ def block_names(stage, count, numbered=False):
     return [f"res{stage}{letter}" for letter in string.ascii_lowercase[:count]]
 
 
+def caffe_block_names(depth, stage, count):
+    """The release's names: letters, but ResNet-101/152 number stages 3 and 4 ('res4b22')."""
+    return block_names(stage, count, numbered=depth in (101, 152) and stage in (3, 4))
+
+
 def basic_block(make, cin, planes, stride):
     """3x3 (stride) -> 3x3, both with BN; projected shortcut when the shape changes."""
     return Residual([
@@ -142,8 +147,7 @@ def resnet(depth, variant="torchvision", num_classes=1000, rng=None, dtype=np.fl
     ]
     cin = 64
     for stage, planes, count in zip((2, 3, 4, 5), BASE_CHANNELS, counts):
-        numbered = depth in (101, 152) and stage in (3, 4)
-        for i, name in enumerate(block_names(stage, count, numbered)):
+        for i, name in enumerate(caffe_block_names(depth, stage, count)):
             stride = 2 if stage > 2 and i == 0 else 1
             if kind == "basic":
                 block = basic_block(make, cin, planes, stride)
