@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import minicnn as mc
+from foreign_files import caffe_block_name
 from minicnn.io import (CaffeLayer, WeightsFormatError, caffe_resnet_to_minicnn,
                         cifar_resnet_to_minicnn, cifar_state_keys, cifar_state_shapes,
                         infer_caffe_arch, infer_keras_arch, infer_resnet_arch, infer_torch_arch,
@@ -21,12 +22,6 @@ from minicnn.io import (CaffeLayer, WeightsFormatError, caffe_resnet_to_minicnn,
 BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3],
           152: [3, 8, 36, 3]}
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10")
-
-
-def caffe_block(depth, stage, i):
-    if depth in (101, 152) and stage in (3, 4):
-        return f"res{stage}a" if i == 0 else f"res{stage}b{i}"
-    return f"res{stage}{chr(ord('a') + i)}"
 
 
 def architecture(depth):
@@ -108,7 +103,7 @@ def keras1_layers(depth, rng, num_classes=1000, keras2_names=False):
                         var: make((c,), rng)}
     bn("bn_conv1", 64)
     for stage, i, convs in architecture(depth):
-        block = caffe_block(depth, stage, i)
+        block = caffe_block_name(depth, stage, i)
         for part, (o, c, k) in convs.items():
             branch = "branch1" if part == "1" else f"branch2{part}"
             layers[f"{block}_{branch}"] = {w: make((k, k, c, o), rng), b: make((o,), rng)}
@@ -148,7 +143,7 @@ def caffe_layers(depth, rng, legacy=False, factor=2.0):
         layers.append(CaffeLayer(f"scale{suffix}", "Scale", [blob((c,)), blob((c,))]))
     bn("_conv1", 64)
     for stage, i, convs in architecture(depth):
-        block = caffe_block(depth, stage, i)
+        block = caffe_block_name(depth, stage, i)
         for part, (o, c, k) in convs.items():
             branch = "branch1" if part == "1" else f"branch2{part}"
             layers.append(CaffeLayer(f"{block}_{branch}", "Convolution", [blob((o, c, k, k))]))
@@ -209,7 +204,7 @@ def resnet_net(depth, conv_bias, num_classes=1000):
             o, c, _ = convs["1"]
             shortcut = [("branch1", mc.Conv2d(c, o, 1, stride, 0, bias=conv_bias)),
                         ("bn1", mc.BatchNorm2d(o))]
-        layers.append((caffe_block(depth, stage, i), mc.Residual(branch, shortcut)))
+        layers.append((caffe_block_name(depth, stage, i), mc.Residual(branch, shortcut)))
     width = 2048 if depth >= 50 else 512
     layers += [("global_pool", mc.GlobalAvgPool2d()), ("fc", mc.Linear(width, num_classes))]
     return mc.Network(layers)
@@ -465,6 +460,10 @@ def test_keras_errors():
     layers = keras_layers(50, None)
     layers["conv2_block2_2_conv"]["kernel"] = np.zeros((3, 3, 64))
     with pytest.raises(WeightsFormatError, match=r"'conv2_block2_2_conv'.*\(3, 3, 64\)"):
+        keras_resnet_to_minicnn(layers)
+    layers = keras_layers(50, None)
+    del layers["predictions"]  # a '_notop' file
+    with pytest.raises(WeightsFormatError, match="'probs' or 'predictions'.*notop"):
         keras_resnet_to_minicnn(layers)
     layers = keras1_layers(50, None)
     del layers["fc1000"]  # a 'notop' file

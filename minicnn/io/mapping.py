@@ -332,10 +332,13 @@ def _caffe_name(depth, kind, position, fc_name="fc1000"):
     return f"{prefix}{block[3:]}_{branch}"  # 'res3b1_branch2a', 'bn3b1_branch2a'
 
 
-def _keras_name(kind, position):
-    """tf.keras applications layer name: conv1_conv, conv2_block1_0_conv, predictions."""
+KERAS_FC_NAMES = ("probs", "predictions")  # as keras_applications and tf.keras name it
+
+
+def _keras_name(kind, position, fc_name="probs"):
+    """Keras applications layer name: conv1_conv, conv2_block1_0_conv, probs."""
     if position == ("fc",):
-        return "predictions"
+        return fc_name
     suffix = "conv" if kind == "conv" else "bn"
     if position == ("stem",):
         return f"conv1_{suffix}"
@@ -391,10 +394,18 @@ def keras1_resnet_to_minicnn(layers, arch=None):
 def keras_resnet_to_minicnn(layers, arch=None):
     """tf.keras / Keras 2 ResNet layers (conv2_block1_1_conv, ...) -> minicnn ('keras').
 
-    Kernels are transposed as in :func:`keras1_resnet_to_minicnn`.
+    Kernels are transposed as in :func:`keras1_resnet_to_minicnn`. keras_applications
+    (whose ResNet code wrote the published files) names the classifier 'probs',
+    tf.keras names it 'predictions'; either is accepted.
     """
     depth = _depth(layers, arch, ("keras",), "tf.keras")
-    return _keras_convert(layers, depth, _keras_name, "Keras")
+    found = [name for name in KERAS_FC_NAMES if name in layers]
+    if not found:
+        raise WeightsFormatError("Keras weights have no classifier layer 'probs' or "
+                                 "'predictions' (needed for minicnn 'fc'); a '_notop' file "
+                                 "cannot be converted into a classifier")
+    return _keras_convert(layers, depth, lambda kind, pos: _keras_name(kind, pos, found[0]),
+                          "Keras")
 
 
 def caffe_resnet_to_minicnn(layers, arch=None):
