@@ -1,82 +1,9 @@
-"""read_caffemodel on NetParameter messages built by a small protobuf encoder written here."""
-import struct
-
+"""read_caffemodel on NetParameter messages built by the test-side protobuf encoder."""
 import numpy as np
 import pytest
 
+from foreign_files import key, layer, message, net, text, uint, v1_layer, varint
 from minicnn.io import read_caffemodel, CaffeLayer, WeightsFormatError
-
-
-# -- a minimal protobuf encoder (test side only) ---------------------------------------
-def varint(n):
-    n &= (1 << 64) - 1  # negative int64 values take ten bytes
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def key(field, wire):
-    return varint(field << 3 | wire)
-
-
-def uint(field, value):
-    return key(field, 0) + varint(value)
-
-
-def message(field, payload):
-    return key(field, 2) + varint(len(payload)) + payload
-
-
-def text(field, value):
-    return message(field, value.encode())
-
-
-def blob(array, dims="packed", data="packed"):
-    """BlobProto. dims: 'packed' / 'unpacked' (BlobShape) or 'legacy' (num/channels/...)."""
-    array = np.asarray(array)
-    out = b""
-    if dims == "legacy":
-        shape = (1,) * (4 - array.ndim) + array.shape
-        out += b"".join(uint(f, n) for f, n in zip((1, 2, 3, 4), shape))
-    elif dims == "packed":
-        out += message(7, message(1, b"".join(varint(n) for n in array.shape)))
-    else:
-        out += message(7, b"".join(uint(1, n) for n in array.shape))
-    flat = array.ravel()
-    if data == "packed":
-        out += message(5, flat.astype("<f4").tobytes())
-    elif data == "unpacked":
-        out += b"".join(key(5, 5) + struct.pack("<f", v) for v in flat)
-    elif data == "double":
-        out += message(8, flat.astype("<f8").tobytes())
-    else:
-        out += b"".join(key(8, 1) + struct.pack("<d", v) for v in flat)
-    out += message(6, b"")  # an empty 'diff': an unused field to skip
-    return out
-
-
-def layer(name, kind, blobs=(), **blob_options):
-    """LayerParameter (NetParameter field 100) with unused fields mixed in."""
-    body = text(1, name) + text(2, kind) + text(3, "bottom") + text(4, name)
-    body += message(106, uint(1, 64) + uint(4, 3))  # convolution_param: num_output, kernel
-    body += key(12, 5) + struct.pack("<f", 1.0)  # loss_weight: a fixed32 field
-    body += b"".join(message(7, blob(b, **blob_options)) for b in blobs)
-    return message(100, body)
-
-
-def v1_layer(name, type_enum, blobs=()):
-    """V1LayerParameter (NetParameter field 2): name 4, type enum 5, blobs 6."""
-    body = text(2, "bottom") + text(4, name) + uint(5, type_enum)
-    body += b"".join(message(6, blob(b, dims="legacy")) for b in blobs)
-    body += key(7, 5) + struct.pack("<f", 1.0)  # blobs_lr
-    return message(2, body)
-
-
-def net(*layers):
-    return text(1, "TestNet") + text(3, "data") + uint(4, 1) + b"".join(layers)
 
 
 # -- tests -------------------------------------------------------------------------------

@@ -3,40 +3,8 @@ import h5py
 import numpy as np
 import pytest
 
+from foreign_files import names_attr, write_keras_layers as write_layers
 from minicnn.io import read_keras_h5, WeightsFormatError
-
-
-def names_attr(names):
-    return np.array([n.encode("utf8") for n in names])
-
-
-def write_layers(root, layers, style, split=None):
-    """Write ``{layer: {short: array}}`` (``None`` = a layer without weights) into ``root``.
-
-    style 'keras1' stores ``<layer>_<short>:0`` in the layer group; 'keras2' stores
-    ``<layer>/<short>:0`` one group deeper. ``split`` spreads layer_names (and the
-    weight_names of every layer) over that many numbered attributes.
-    """
-    def set_names(group, attr, names):
-        if split:
-            step = -(-len(names) // split)
-            for i in range(split):
-                group.attrs[f"{attr}{i}"] = names_attr(names[i * step:(i + 1) * step])
-        else:
-            group.attrs[attr] = names_attr(names)
-
-    set_names(root, "layer_names", list(layers))
-    for layer, weights in layers.items():
-        group = root.create_group(layer)
-        weight_names = []
-        for short, value in (weights or {}).items():
-            name = f"{layer}_{short}:0" if style == "keras1" else f"{layer}/{short}:0"
-            group.create_dataset(name, data=value)
-            weight_names.append(name)
-        if split and weight_names:
-            set_names(group, "weight_names", weight_names)
-        else:
-            group.attrs["weight_names"] = names_attr(weight_names)
 
 
 def keras1_layers(rng):

@@ -8,7 +8,8 @@ from minicnn import BatchNorm2d, ChannelPadShortcut, Conv2d, Linear, Residual
 from minicnn.models import ARCHITECTURES, build, cifar_resnet, resnet
 
 torch = pytest.importorskip("torch", reason="torch is the oracle: pip install 'minicnn[oracle]'")
-from torch_resnets import TorchCifarResNet, TorchResNet, load_minicnn_state  # noqa: E402
+from torch_resnets import (TorchCifarResNet, TorchResNet, assert_close,  # noqa: E402
+                           load_minicnn_state)
 
 VARIANTS = ("caffe", "torchvision", "keras")
 COUNTS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3],
@@ -44,12 +45,6 @@ def pair(depth, variant="torchvision", seed=0):
 
 def image(shape, seed=1):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def assert_close(ours, ref, rtol=1e-4):
-    """Within ``rtol``, and an atol of ``rtol / 10`` of the largest value (for the zeros)."""
-    ref = ref.detach().numpy() if isinstance(ref, torch.Tensor) else ref
-    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=0.1 * rtol * np.abs(ref).max())
 
 
 def test_resnet50_caffe_224_matches_torch_with_every_shape():

@@ -5,12 +5,12 @@ torchvision's names (``layer1.0.conv1``, ``layer1.0.downsample.0``), not
 minicnn's, so :func:`load_minicnn_state` maps every name explicitly and a naming
 mistake on either side shows up as a missing or unused tensor. Test helper only.
 """
-import string
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from foreign_files import caffe_block_name
 
 VARIANTS = {  # conv bias, BN eps, pool1 (padding, ceil_mode), bottleneck stride on the 1x1
     "caffe": dict(bias=True, eps=1e-5, pool=(0, True), stride_on_1x1=True),
@@ -127,13 +127,6 @@ class TorchCifarResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def caffe_block_name(depth, stage, index):
-    """minicnn's name for block ``index`` of ``stage``: 'res2a', or 'res4b22' for 101/152."""
-    if depth in (101, 152) and stage in (3, 4):
-        return f"res{stage}a" if index == 0 else f"res{stage}b{index}"
-    return f"res{stage}{string.ascii_lowercase[index]}"
-
-
 BLOCK_CHILDREN = {"conv1": "branch2a", "bn1": "bn2a", "conv2": "branch2b", "bn2": "bn2b",
                   "conv3": "branch2c", "bn3": "bn2c", "downsample.0": "branch1",
                   "downsample.1": "bn1"}
@@ -165,3 +158,43 @@ def load_minicnn_state(model, state, depth):
     unused = set(state) - used
     assert not unused, f"minicnn tensors with no torch counterpart: {sorted(unused)[:5]}"
     return model
+
+
+def randomize_torch(model, seed=0):
+    """Draw every weight of ``model`` from ``seed`` alone, keeping activations O(1).
+
+    He-normal conv weights, non-trivial BN statistics and biases; the last
+    batch norm of every residual branch gets a small gamma so that the sum of
+    branch and shortcut does not grow with depth. Returns the model in eval mode.
+    """
+    g = torch.Generator().manual_seed(seed)
+
+    def uniform(n, low, high):
+        return low + (high - low) * torch.rand(n, generator=g)
+    last = set()
+    for module in model.modules():
+        if isinstance(module, (BasicBlock, Bottleneck, CifarBlock)):
+            last.add(id(module.bn3 if isinstance(module, Bottleneck) else module.bn2))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(uniform(n, 0.1, 0.3) if id(module) in last
+                                    else uniform(n, 0.5, 1.5))
+                module.bias.copy_(0.1 * torch.randn(n, generator=g))
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=g))
+                module.running_var.copy_(uniform(n, 0.5, 2.0))
+            elif isinstance(module, (nn.Conv2d, nn.Linear)):
+                weight = module.weight
+                gain = 2.0 if isinstance(module, nn.Conv2d) else 1.0
+                weight.copy_(torch.randn(weight.shape, generator=g)
+                             * (gain / weight[0].numel()) ** 0.5)
+            if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
+                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=g))
+    return model.eval()
+
+
+def assert_close(ours, ref, rtol=1e-4):
+    """Within ``rtol``, and an atol of ``rtol / 10`` of the largest value (for the zeros)."""
+    ref = ref.detach().numpy() if isinstance(ref, torch.Tensor) else ref
+    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=0.1 * rtol * np.abs(ref).max())
