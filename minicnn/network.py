@@ -47,8 +47,9 @@ class _Stop(Exception):
 class _Pass:
     """Bookkeeping for one forward or backward pass through a network."""
 
-    def __init__(self, stop_at=None, capture=(), inject=None):
+    def __init__(self, stop_at=None, capture=(), inject=None, cache=True):
         self.stop_at = stop_at
+        self.cache = cache
         self.capture = set(capture)
         self.activations = {}
         self.inject = inject or {}
@@ -59,6 +60,8 @@ class _Pass:
             out = module.run_forward(self, *inputs)
         else:
             out = module.forward(*inputs)
+            if not self.cache:  # free what only a backward pass would need
+                module.cache = None
         self.output_shapes[module.name] = out.shape
         if module.name in self.capture:
             self.activations[module.name] = out
@@ -215,17 +218,20 @@ class Network(Sequential):
             raise KeyError(self._unknown(name))
 
     # -- passes -----------------------------------------------------------
-    def forward(self, x, stop_at=None, capture=()):
+    def forward(self, x, stop_at=None, capture=(), cache=True):
         """Run the network on an NCHW batch.
 
         Returns the output (of ``stop_at`` if given), or ``(output, activations)``
-        when ``capture`` names layers whose outputs to keep.
+        when ``capture`` names layers whose outputs to keep. With ``cache=False``
+        (inference: no backward pass will follow) each layer drops what it kept
+        for backward right after its own forward, so only the activations
+        still in use stay in memory.
         """
         if isinstance(capture, str):
             capture = [capture]
         for name in ([stop_at] if stop_at is not None else []) + list(capture):
             self._require(name)
-        run = _Pass(stop_at=stop_at, capture=capture)
+        run = _Pass(stop_at=stop_at, capture=capture, cache=cache)
         try:
             out = self.run_forward(run, x)
         except _Stop as stop:
@@ -250,6 +256,9 @@ class Network(Sequential):
         if self._last is None:
             raise RuntimeError("backward called before forward: run net.forward(x) first")
         last = self._last
+        if not last.cache:
+            raise RuntimeError("the last forward pass ran with cache=False and kept nothing for "
+                               "backward; run net.forward(x) (cache=True, the default) first")
         inject = dict(inject or {})
         if dout is not None:
             top = last.stop_at

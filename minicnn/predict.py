@@ -21,7 +21,7 @@ def classify(net, paths, top=5, batch_size=16):
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         batch = np.stack([preprocess(load_image(p), spec) for p in chunk])
-        probs = to_cpu(softmax(net.forward(xp.asarray(batch))))
+        probs = to_cpu(softmax(net.forward(xp.asarray(batch), cache=False)))
         for path, p in zip(chunk, probs):
             best = np.argsort(-p, kind="stable")[:top]
             results.append({"path": str(path),

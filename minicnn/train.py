@@ -11,7 +11,8 @@ def predict(net, x, batch_size=256):
     was_training = any(layer.training for layer in net.layers())
     net.eval()
     xp = net.array_module()
-    outs = [net.forward(xp.asarray(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    outs = [net.forward(xp.asarray(x[i:i + batch_size]), cache=False)
+            for i in range(0, len(x), batch_size)]
     if was_training:
         net.train()
     return xp.concatenate(outs)

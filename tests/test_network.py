@@ -90,6 +90,21 @@ def test_full_forward_matches_by_hand(net, x):
     np.testing.assert_allclose(net(x), by_hand(net, x, "fc")["fc"], rtol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_forward_without_cache_keeps_nothing_for_backward(net, x, mode):
+    getattr(net, mode)()
+    expected = by_hand(make_net().eval(), x, "fc") if mode == "eval" else None
+    out, acts = net.forward(x, capture=["block1.add", "block2"], cache=False)
+    if expected is not None:
+        np.testing.assert_allclose(out, expected["fc"], rtol=1e-12)
+        np.testing.assert_allclose(acts["block1.add"], expected["block1.add"], rtol=1e-12)
+    assert all(layer.cache is None for layer in net.layers())
+    with pytest.raises(RuntimeError, match="cache=False"):
+        net.backward(np.ones_like(out))
+    net.forward(x)  # the default keeps the caches again, and backward runs
+    assert net.backward(np.ones_like(out), param_grads=False).shape == x.shape
+
+
 def test_capture_returns_named_activations(net, x):
     net.eval()
     names = ["conv1", "block1.add", "block2", "block3.relu_a", "gap"]

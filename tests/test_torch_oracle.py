@@ -134,6 +134,21 @@ def test_max_pool2d_matches_torch(shape, geometry, ceil_mode, seed):
     assert_close(layer.backward(g), xt.grad, "dx")
 
 
+@pytest.mark.parametrize("kernel, stride, padding, ceil_mode", [
+    (3, 2, 0, True), (3, 2, 1, False), (2, 1, 1, False), ((2, 3), (1, 2), (1, 1), True)])
+def test_max_pool2d_ties_route_the_gradient_like_torch(kernel, stride, padding, ceil_mode):
+    """Values from {0, 1, 2}: most windows hold a tied maximum, which must get the
+    whole gradient at the first offset in row-major order, as in PyTorch."""
+    x = np.random.default_rng(0).integers(0, 3, (2, 3, 9, 8)).astype(np.float64)
+    layer = MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
+    xt = tensor(x, grad=True)
+    yt = F.max_pool2d(xt, kernel, stride, padding, ceil_mode=ceil_mode)
+    assert_close(layer.forward(x), yt, "forward")
+    g = np.random.default_rng(1).standard_normal(yt.shape)
+    yt.backward(tensor(g))
+    assert_close(layer.backward(g), xt.grad, "dx")
+
+
 def test_max_pool2d_ceil_mode_output_rule_matches_torch():
     """Exhaustive on small sizes: minicnn's output size is PyTorch's, including the
     rule that drops a ceil-mode window starting in the right padding."""

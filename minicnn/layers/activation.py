@@ -15,8 +15,11 @@ deconv     ``dx = dy [dy > 0]``                the deconvnet (Zeiler & Fergus 20
 Only ``normal`` is a gradient. ``guided`` keeps what the true gradient keeps but
 also drops negative signals coming down; ``deconv`` ignores the forward pass
 and rectifies the signal coming down, as the deconvnet's unpooling path does.
+
+The layer keeps its output ``y`` for backward: ``y > 0`` exactly where ``x > 0``,
+and the next layer usually holds on to ``y`` anyway, so this costs no memory.
 """
-from .base import Layer
+from .base import Layer, xp_of
 
 RELU_MODES = ("normal", "guided", "deconv")
 
@@ -37,14 +40,17 @@ class ReLU(Layer):
 
     def forward(self, x):
         self._check_input(x, None)
-        self.cache = x > 0
+        xp = xp_of(x)
+        out = xp.maximum(x, 0)
+        self.cache = out
         self.out_shape = x.shape
-        return x * self.cache
+        return out
 
     def backward(self, dout):
         self._check_backward(dout)
+        passed = self.cache > 0  # where x > 0
         if self.mode == "normal":
-            return dout * self.cache
+            return dout * passed
         if self.mode == "guided":
-            return dout * (self.cache & (dout > 0))
+            return dout * (passed & (dout > 0))
         return dout * (dout > 0)

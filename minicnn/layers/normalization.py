@@ -77,7 +77,8 @@ class BatchNorm2d(Layer):
             self.cache = ("train", x_hat, inv_std)
         else:
             scale, shift = self.eval_affine()
-            out = x * _per_channel(scale) + _per_channel(shift)
+            out = x * _per_channel(scale)
+            out += _per_channel(shift)
             self.cache = ("eval", x, scale)  # x_hat only if backward wants dgamma
         self.out_shape = out.shape
         return out
