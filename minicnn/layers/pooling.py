@@ -7,10 +7,10 @@ window must start inside the input or its left padding. The original ResNet's
 pool1 (3x3, stride 2, no padding, ceil) turns 112x112 into 56x56 this way.
 
 Both windowed poolings sweep the kernel offsets, as the convolution's im2col
-does, but without building the columns: for the offset (u, v) one strided slice
-of the padded input, ``window(u, v) = x_pad[:, :, u::s, v::s]`` (cut to Ho x Wo),
-holds the pixel at that offset of every window at once. Writing ``cols[..., u, v,
-i, j]`` for that pixel of window (i, j):
+does, but without building the columns: the pixels at offset (u, v) of every
+window, ``window(u, v)``, are one slice of the padded input (a unit-step slice of
+one of its stride phases, see :func:`minicnn.layers.conv.phases`). Writing
+``cols[..., u, v, i, j]`` for that pixel of window (i, j):
 
 Max pooling, with ``a[n, c, i, j]`` the offset of the window's maximum (the first
 one in row-major order on ties, as in PyTorch):
@@ -19,13 +19,11 @@ one in row-major order on ties, as in PyTorch):
     y[n,c,i,j] = \max_{u,v} cols[n,c,u,v,i,j], \qquad
     dx_{pad}[\text{window}(u, v)] \mathrel{+}= dy \cdot [\,a = (u,v)\,]
 
-The forward pass is separable: the maximum of each row of every window first
-(kw strided slices along the width), then the maximum of those over the
-window's rows (kh slices along the height), kh + kw passes instead of kh kw.
-It keeps only ``x``. Backward sweeps the kh kw offsets once, keeping a running
-maximum and recording in ``a`` (one byte per output value) the offset where a
-value strictly beats it; then it adds ``dy`` back through the same slices,
-offset by offset, so overlapping windows add up.
+The forward pass keeps a running maximum over the offsets, then ``x`` and ``y``.
+Backward sweeps the offsets in the same order and adds ``dy`` back through
+window(u, v) where that pixel equals ``y`` and no earlier offset of its window
+did (a boolean mask of unclaimed windows), which is ``a``; overlapping windows
+add up.
 
 Average pooling (padding counts as zeros in the mean, PyTorch's default):
 
@@ -42,7 +40,7 @@ import math
 import numpy as np
 
 from .base import Layer, xp_of
-from .conv import pair
+from .conv import pair, phased_zeros, phases, unphase, window
 
 
 def pooled_size(size, kernel, stride, padding, ceil_mode):
@@ -92,22 +90,28 @@ class _WindowPool(Layer):
         self.geometry = (x.shape, x_pad.shape, (ho, wo))
         return x_pad, (ho, wo)
 
-    def _windows(self):
-        """(offset k = u kw + v, index of window(u, v) in x_pad) for every kernel offset."""
-        (kh, kw), (sh, sw), (ho, wo) = self.kernel_size, self.stride, self.geometry[2]
+    def _windows(self, phased):
+        """(offset k = u kw + v, window(u, v)) for every kernel offset, as views of ``phased``."""
+        kh, kw = self.kernel_size
         for u in range(kh):
             for v in range(kw):
-                yield u * kw + v, (slice(None), slice(None),
-                                   slice(u, u + sh * (ho - 1) + 1, sh),
-                                   slice(v, v + sw * (wo - 1) + 1, sw))
+                yield u * kw + v, window(phased, (u, v), self.stride, self.geometry[2])
 
-    def _scatter(self, dout, weight_of):
-        """dx: ``dout * weight_of(k)`` added back through every window(u, v), padding cropped."""
-        xp = xp_of(dout)
+    def _phased(self, x):
+        x_pad, _ = self._pad(x)
+        return phases(x_pad, self.stride, self.pad_value)
+
+    def _scatter(self, dout, share, x=None):
+        """dx: ``share(k, pixels)`` added back through every window(u, v), padding cropped.
+
+        ``pixels`` is window(u, v) of ``x`` (padded the forward way) when ``x`` is given.
+        """
+        seen = self._windows(self._phased(x)) if x is not None else None
         x_shape, padded_shape, _ = self.geometry
-        dx_pad = xp.zeros(padded_shape, dtype=dout.dtype)
-        for k, window in self._windows():
-            dx_pad[window] += weight_of(k)
+        grads = phased_zeros(padded_shape, self.stride, dout)
+        for k, target in self._windows(grads):
+            target += share(k, next(seen)[1] if seen is not None else None)
+        dx_pad = unphase(grads, padded_shape[2:])
         (ph, pw), (h, w) = self.padding, x_shape[2:]
         return dx_pad[:, :, ph:ph + h, pw:pw + w]
 
@@ -121,43 +125,26 @@ class MaxPool2d(_WindowPool):
         self.ceil_mode = bool(ceil_mode)
 
     def forward(self, x):
-        x_pad, (ho, wo) = self._pad(x)
         xp = xp_of(x)
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        # A window's maximum is the maximum over its rows of each row's maximum:
-        # kw + kh passes over the data instead of kh kw.
-        rows = None  # rows[..., r, j]: max of row r of the windows in column j
-        for v in range(kw):
-            pixels = x_pad[:, :, :, v:v + sw * (wo - 1) + 1:sw]
-            rows = pixels.copy() if rows is None else xp.maximum(rows, pixels, out=rows)
         out = None
-        for u in range(kh):
-            pixels = rows[:, :, u:u + sh * (ho - 1) + 1:sh]
+        for _, pixels in self._windows(self._phased(x)):
             out = pixels.copy() if out is None else xp.maximum(out, pixels, out=out)
-        self.cache = x  # backward finds where each maximum came from
+        self.cache = (x, out)  # the next layer holds ``out`` anyway
         self.out_shape = out.shape
         return out
 
-    def argmax(self, x):
-        """``a``: the offset k = u kw + v of each window's maximum, first one on ties."""
-        x_pad, _ = self._pad(x)
-        xp = xp_of(x)
-        kh, kw = self.kernel_size
-        best = argmax = None
-        for k, window in self._windows():
-            pixels = x_pad[window]
-            if best is None:
-                best = pixels.copy()
-                argmax = xp.zeros(best.shape, dtype=np.min_scalar_type(kh * kw - 1))
-                continue
-            argmax[pixels > best] = k  # strictly greater: on ties the first offset keeps it
-            xp.maximum(best, pixels, out=best)
-        return argmax
-
     def backward(self, dout):
         self._check_backward(dout)
-        argmax = self.argmax(self.cache)
-        return self._scatter(dout, lambda k: dout * (argmax == k))
+        x, out = self.cache
+        xp = xp_of(dout)
+        unclaimed = xp.ones(out.shape, dtype=bool)  # windows whose maximum is still to find
+
+        def share(k, pixels):  # dy goes to the first offset that holds the maximum
+            hit = pixels == out
+            hit &= unclaimed
+            xp.logical_xor(unclaimed, hit, out=unclaimed)
+            return dout * hit
+        return self._scatter(dout, share, x)
 
 
 class AvgPool2d(_WindowPool):
@@ -166,13 +153,12 @@ class AvgPool2d(_WindowPool):
         self._setup(kernel_size, stride, padding)
 
     def forward(self, x):
-        x_pad, _ = self._pad(x)
         out = None
-        for _, window in self._windows():
+        for _, pixels in self._windows(self._phased(x)):
             if out is None:
-                out = x_pad[window].copy()
+                out = pixels.copy()
             else:
-                out += x_pad[window]
+                out += pixels
         out /= self.kernel_size[0] * self.kernel_size[1]
         self.cache = True
         self.out_shape = out.shape
@@ -182,7 +168,7 @@ class AvgPool2d(_WindowPool):
         self._check_backward(dout)
         kh, kw = self.kernel_size
         share = dout / (kh * kw)
-        return self._scatter(dout, lambda k: share)
+        return self._scatter(dout, lambda k, pixels: share)
 
 
 class GlobalAvgPool2d(Layer):
