@@ -63,87 +63,39 @@ def pair(value, what):
     raise ValueError(f"{what} must be an int or a pair of ints, received {value!r}")
 
 
-def phases(x_pad, stride, fill=0.0):
-    """Split a padded batch into its stride phases: (N, C, Hp, Wp) -> (N, C, sh, sw, Hq, Wq).
-
-    Phase (a, b) is ``x_pad[:, :, a::sh, b::sw]`` (the bottom/right edge padded
-    with ``fill`` up to a multiple of the stride). Why: NumPy reads a slice with a
-    step element by element, a unit-step slice with vector loads, about ten
-    times faster. After this one rearranging copy, the pixels at kernel offset
-    (u, v) of every window form a plain slice of one phase (:func:`window`). At
-    stride 1 there is one phase and no copy.
-    """
-    (sh, sw) = stride
-    if (sh, sw) == (1, 1):
-        return x_pad[:, :, None, None]
-    xp = xp_of(x_pad)
-    n, c, hp, wp = x_pad.shape
-    hq, wq = -(-hp // sh), -(-wp // sw)
-    if (hq * sh, wq * sw) != (hp, wp):
-        x_pad = xp.pad(x_pad, ((0, 0), (0, 0), (0, hq * sh - hp), (0, wq * sw - wp)),
-                       mode="constant", constant_values=fill)
-    return xp.ascontiguousarray(x_pad.reshape(n, c, hq, sh, wq, sw).transpose(0, 1, 3, 5, 2, 4))
-
-
-def window(phased, offset, stride, out_size):
-    """The pixels at kernel offset (u, v) of every window: (N, C, Ho, Wo), a view.
-
-    Window (i, j) starts at padded pixel (s i, s j), so its pixel at offset (u, v)
-    is padded pixel (s i + u, s j + v): phase (u % s, v % s), row i + u // s,
-    column j + v // s.
-    """
-    (u, v), (sh, sw), (ho, wo) = offset, stride, out_size
-    return phased[:, :, u % sh, v % sw, u // sh:u // sh + ho, v // sw:v // sw + wo]
-
-
-def phased_zeros(padded_shape, stride, like):
-    """Zeros in the layout :func:`phases` gives a (N, C, Hp, Wp) batch, dtype and device of ``like``."""
-    xp = xp_of(like)
-    (n, c, hp, wp), (sh, sw) = padded_shape, stride
-    return xp.zeros((n, c, sh, sw, -(-hp // sh), -(-wp // sw)), dtype=like.dtype)
-
-
-def unphase(phased, padded_size):
-    """Inverse of :func:`phases`: (N, C, sh, sw, Hq, Wq) -> (N, C, Hp, Wp)."""
-    n, c, sh, sw, hq, wq = phased.shape
-    x_pad = phased.transpose(0, 1, 4, 2, 5, 3).reshape(n, c, hq * sh, wq * sw)
-    return x_pad[:, :, :padded_size[0], :padded_size[1]]
-
-
 def im2col(x_pad, kernel, stride, out_size, out=None):
     """Gather receptive fields: (N, C, Hp, Wp) -> (N, C, kh, kw, Ho, Wo).
 
-    One slice per kernel offset (u, v): ``cols[:, :, u, v]`` holds the pixels
-    that offset sees in every output position. ``out``, if given, is the
+    One strided slice per kernel offset (u, v): ``cols[:, :, u, v]`` holds the
+    pixels that offset sees in every output position. ``out``, if given, is the
     (N, C, kh, kw, Ho, Wo) array to fill; it may be a transposed view of a
     buffer laid out the way the caller's matrix product wants it.
     """
     xp = xp_of(x_pad)
-    (kh, kw), (ho, wo) = kernel, out_size
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_size
     n, c = x_pad.shape[:2]
     cols = xp.empty((n, c, kh, kw, ho, wo), dtype=x_pad.dtype) if out is None else out
-    phased = phases(x_pad, stride)
     for u in range(kh):
         for v in range(kw):
-            cols[:, :, u, v] = window(phased, (u, v), stride, out_size)
+            cols[:, :, u, v] = x_pad[:, :, u:u + sh * (ho - 1) + 1:sh, v:v + sw * (wo - 1) + 1:sw]
     return cols
 
 
 def col2im(cols, padded_size, stride):
     """Adjoint of :func:`im2col`: (N, C, kh, kw, Ho, Wo) -> (N, C, Hp, Wp).
 
-    Overlapping fields add up. Each kernel offset is one slice-add (into the
-    stride phases, then put back in place), so no scatter-add (``np.add.at``) is
-    needed and the same code runs on CuPy. ``cols`` may be any view, e.g. a
-    transposed one.
+    Overlapping fields add up. Each kernel offset is one strided slice-add, so
+    no scatter-add (``np.add.at``) is needed and the same code runs on CuPy.
+    ``cols`` may be any view, e.g. a transposed one.
     """
+    xp = xp_of(cols)
     n, c, kh, kw, ho, wo = cols.shape
-    phased = phased_zeros((n, c) + tuple(padded_size), stride, cols)
+    (hp, wp), (sh, sw) = padded_size, stride
+    x_pad = xp.zeros((n, c, hp, wp), dtype=cols.dtype)
     for u in range(kh):
         for v in range(kw):
-            target = window(phased, (u, v), stride, (ho, wo))
-            target += cols[:, :, u, v]
-    return unphase(phased, padded_size)
+            x_pad[:, :, u:u + sh * (ho - 1) + 1:sh, v:v + sw * (wo - 1) + 1:sw] += cols[:, :, u, v]
+    return x_pad
 
 
 def pad_spatial(x, padding, value=0.0):

@@ -9,7 +9,7 @@ pool1 (3x3, stride 2, no padding, ceil) turns 112x112 into 56x56 this way.
 Both windowed poolings sweep the kernel offsets, as the convolution's im2col
 does, but without building the columns: the pixels at offset (u, v) of every
 window, ``window(u, v)``, are one slice of the padded input (a unit-step slice of
-one of its stride phases, see :func:`minicnn.layers.conv.phases`). Writing
+one of its stride phases, see :func:`phases`). Writing
 ``cols[..., u, v, i, j]`` for that pixel of window (i, j):
 
 Max pooling, with ``a[n, c, i, j]`` the offset of the window's maximum (the first
@@ -19,11 +19,13 @@ one in row-major order on ties, as in PyTorch):
     y[n,c,i,j] = \max_{u,v} cols[n,c,u,v,i,j], \qquad
     dx_{pad}[\text{window}(u, v)] \mathrel{+}= dy \cdot [\,a = (u,v)\,]
 
-The forward pass keeps a running maximum over the offsets, then ``x`` and ``y``.
-Backward sweeps the offsets in the same order and adds ``dy`` back through
-window(u, v) where that pixel equals ``y`` and no earlier offset of its window
-did (a boolean mask of unclaimed windows), which is ``a``; overlapping windows
-add up.
+The max-pool forward pass is separable: the maximum of each row of every
+window first (kw slices along the width), then the maximum of those over the
+window's rows (kh slices along the height), kh + kw passes instead of kh kw; it
+keeps ``x`` and ``y``. Backward sweeps the kh kw offsets in row-major order and
+adds ``dy`` back through window(u, v) where that pixel equals ``y`` and no
+earlier offset of its window did (a boolean mask of unclaimed windows), which is
+``a``; overlapping windows add up.
 
 Average pooling (padding counts as zeros in the mean, PyTorch's default):
 
@@ -40,7 +42,55 @@ import math
 import numpy as np
 
 from .base import Layer, xp_of
-from .conv import pair, phased_zeros, phases, unphase, window
+from .conv import pair
+
+
+def phases(x_pad, stride, fill=0.0):
+    """Split a padded batch into its stride phases: (N, C, Hp, Wp) -> (N, C, sh, sw, Hq, Wq).
+
+    Phase (a, b) is ``x_pad[:, :, a::sh, b::sw]`` (the bottom/right edge padded
+    with ``fill`` up to a multiple of the stride). Why: NumPy's arithmetic on a
+    slice with a step runs element by element, on a unit-step slice with vector
+    instructions, about ten times faster (copies, like the convolution's
+    im2col, suffer far less, so the convolution does without). After this one rearranging copy, the pixels at kernel offset
+    (u, v) of every window form a plain slice of one phase (:func:`window`). At
+    stride 1 there is one phase and no copy.
+    """
+    (sh, sw) = stride
+    if (sh, sw) == (1, 1):
+        return x_pad[:, :, None, None]
+    xp = xp_of(x_pad)
+    n, c, hp, wp = x_pad.shape
+    hq, wq = -(-hp // sh), -(-wp // sw)
+    if (hq * sh, wq * sw) != (hp, wp):
+        x_pad = xp.pad(x_pad, ((0, 0), (0, 0), (0, hq * sh - hp), (0, wq * sw - wp)),
+                       mode="constant", constant_values=fill)
+    return xp.ascontiguousarray(x_pad.reshape(n, c, hq, sh, wq, sw).transpose(0, 1, 3, 5, 2, 4))
+
+
+def window(phased, offset, stride, out_size):
+    """The pixels at kernel offset (u, v) of every window: (N, C, Ho, Wo), a view.
+
+    Window (i, j) starts at padded pixel (s i, s j), so its pixel at offset (u, v)
+    is padded pixel (s i + u, s j + v): phase (u % s, v % s), row i + u // s,
+    column j + v // s.
+    """
+    (u, v), (sh, sw), (ho, wo) = offset, stride, out_size
+    return phased[:, :, u % sh, v % sw, u // sh:u // sh + ho, v // sw:v // sw + wo]
+
+
+def phased_zeros(padded_shape, stride, like):
+    """Zeros laid out as :func:`phases` lays out an (N, C, Hp, Wp) batch, like ``like``."""
+    xp = xp_of(like)
+    (n, c, hp, wp), (sh, sw) = padded_shape, stride
+    return xp.zeros((n, c, sh, sw, -(-hp // sh), -(-wp // sw)), dtype=like.dtype)
+
+
+def unphase(phased, padded_size):
+    """Inverse of :func:`phases`: (N, C, sh, sw, Hq, Wq) -> (N, C, Hp, Wp)."""
+    n, c, sh, sw, hq, wq = phased.shape
+    x_pad = phased.transpose(0, 1, 4, 2, 5, 3).reshape(n, c, hq * sh, wq * sw)
+    return x_pad[:, :, :padded_size[0], :padded_size[1]]
 
 
 def pooled_size(size, kernel, stride, padding, ceil_mode):
@@ -125,9 +175,19 @@ class MaxPool2d(_WindowPool):
         self.ceil_mode = bool(ceil_mode)
 
     def forward(self, x):
+        x_pad, (ho, wo) = self._pad(x)
         xp = xp_of(x)
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        # A window's maximum is the maximum over its rows of each row's maximum:
+        # kw + kh passes over the data instead of kh kw, and only the first kw
+        # read with a step along the rows (see phases() for why that matters).
+        rows = None  # rows[..., r, j]: the maximum of row r of the windows in column j
+        for v in range(kw):
+            pixels = x_pad[:, :, :, v:v + sw * (wo - 1) + 1:sw]
+            rows = pixels.copy() if rows is None else xp.maximum(rows, pixels, out=rows)
         out = None
-        for _, pixels in self._windows(self._phased(x)):
+        for u in range(kh):
+            pixels = rows[:, :, u:u + sh * (ho - 1) + 1:sh]
             out = pixels.copy() if out is None else xp.maximum(out, pixels, out=out)
         self.cache = (x, out)  # the next layer holds ``out`` anyway
         self.out_shape = out.shape
