@@ -43,9 +43,11 @@ one more im2col per group, but the layer holds only ``x`` between the passes,
 and when ``param_grads`` is False (only ``dx`` wanted, as in most
 visualizations) no ``X_B`` is built at all.
 
-A 1x1 convolution without padding needs no im2col: every field is one pixel, so
-the input (after taking every s-th pixel) is ``X_B`` with its (B, C) axes
-swapped, which for a single image is a mere reshape.
+A 1x1 convolution without padding needs no im2col: every field is one pixel,
+so the input (after taking every s-th pixel) is ``X_B`` with its (B, C) axes
+swapped. The forward pass skips the groups for it: ``y[n]`` viewed as (O, P) is
+``W_mat x[n]`` viewed as (O, C) @ (C, P), one product per image, which
+``matmul`` runs over the stacked images straight into the output.
 """
 import numpy as np
 
@@ -199,14 +201,21 @@ class Conv2d(Layer):
                              f"{kh}x{kw} kernel with padding {self.padding}")
         weight = self.params["weight"].reshape(self.out_channels, -1)
         out = xp.empty((n, self.out_channels, ho, wo), dtype=x.dtype)
-        for group in self._groups(x, (ho, wo)):
-            cols = self._columns(x[group], (ho, wo))
-            if group.stop - group.start == 1:
-                # one image: out[n] viewed as (O, P) is Y_B's layout, so the product writes there
-                xp.matmul(weight, cols, out=out[group].reshape(self.out_channels, -1))
-            else:
-                y = weight @ cols  # (O, m P)
-                out[group] = y.reshape(self.out_channels, -1, ho, wo).transpose(1, 0, 2, 3)
+        if self.is_pointwise:
+            # Every field is one pixel: one product (O, C) @ (C, Ho Wo) per image, which
+            # matmul runs over the stacked images straight into ``out``, no copies.
+            pixels = x if (sh, sw) == (1, 1) else x[:, :, ::sh, ::sw]
+            xp.matmul(weight, pixels.reshape(n, c, ho * wo),
+                      out=out.reshape(n, self.out_channels, ho * wo))
+        else:
+            for group in self._groups(x, (ho, wo)):
+                cols = self._columns(x[group], (ho, wo))
+                if group.stop - group.start == 1:
+                    # one image: out[n] viewed as (O, P) is Y_B's layout: write there
+                    xp.matmul(weight, cols, out=out[group].reshape(self.out_channels, -1))
+                else:
+                    y = weight @ cols  # (O, m P)
+                    out[group] = y.reshape(self.out_channels, -1, ho, wo).transpose(1, 0, 2, 3)
         if "bias" in self.params:
             out += self.params["bias"][:, None, None]
         self.cache = x  # backward rebuilds X_B from it

@@ -52,9 +52,10 @@ def phases(x_pad, stride, fill=0.0):
     with ``fill`` up to a multiple of the stride). Why: NumPy's arithmetic on a
     slice with a step runs element by element, on a unit-step slice with vector
     instructions, about ten times faster (copies, like the convolution's
-    im2col, suffer far less, so the convolution does without). After this one rearranging copy, the pixels at kernel offset
-    (u, v) of every window form a plain slice of one phase (:func:`window`). At
-    stride 1 there is one phase and no copy.
+    im2col, suffer far less, so the convolution does without). After this one
+    rearranging copy, the pixels at kernel offset (u, v) of every window form a
+    plain slice of one phase (:func:`window`). At stride 1 there is one phase and
+    no copy.
     """
     (sh, sw) = stride
     if (sh, sw) == (1, 1):
