@@ -55,11 +55,18 @@ class _Pass:
         self.inject = inject or {}
         self.output_shapes = {}
 
-    def forward(self, module, *inputs):
+    def forward(self, module, *inputs, owned=False):
+        """Run ``module``. ``owned``: its input is an array that only this pass holds
+        (see :meth:`owns_output`), which an inference pass lets a layer with a
+        ``forward_inplace`` method (batch norm, ReLU) overwrite instead of
+        allocating a new one."""
         if isinstance(module, Container):
             out = module.run_forward(self, *inputs)
         else:
-            out = module.forward(*inputs)
+            if owned and not self.cache and hasattr(module, "forward_inplace"):
+                out = module.forward_inplace(*inputs)
+            else:
+                out = module.forward(*inputs)
             if not self.cache:  # free what only a backward pass would need
                 module.cache = None
         self.output_shapes[module.name] = out.shape
@@ -68,6 +75,12 @@ class _Pass:
         if module.name == self.stop_at:
             raise _Stop(out)
         return out
+
+    def owns_output(self, module):
+        """Whether ``module`` returned a new array that nobody else holds: a layer
+        whose class promises a fresh output (``fresh_output``) and that was not
+        captured. Containers say no: their output may be a captured child's."""
+        return getattr(module, "fresh_output", False) and module.name not in self.capture
 
     def backward(self, module, dout):
         dout = _plus(dout, self.inject.get(module.name))
@@ -131,8 +144,10 @@ class Sequential(Container):
             self.add(child_name, module)
 
     def run_forward(self, run, x):
+        owned = False  # the input is the caller's
         for child in self.children.values():
-            x = run.forward(child, x)
+            x = run.forward(child, x, owned=owned)
+            owned = run.owns_output(child)
         return x
 
     def run_backward(self, run, dout):
@@ -159,15 +174,16 @@ class Residual(Container):
         self.activation = self.add("relu", ReLU()) if activation == "relu" else None
 
     def run_forward(self, run, x):
-        main = x
-        for child in self.branch:
-            main = run.forward(child, main)
-        short = x
-        for child in self.shortcut:
-            short = run.forward(child, short)
-        out = run.forward(self.sum, main, short)
+        outputs = []
+        for path in (self.branch, self.shortcut):  # x is shared: neither path owns it
+            out, owned = x, False
+            for child in path:
+                out = run.forward(child, out, owned=owned)
+                owned = run.owns_output(child)
+            outputs.append(out)
+        out = run.forward(self.sum, *outputs)
         if self.activation is not None:
-            out = run.forward(self.activation, out)
+            out = run.forward(self.activation, out, owned=run.owns_output(self.sum))
         return out
 
     def run_backward(self, run, dout):
@@ -225,7 +241,9 @@ class Network(Sequential):
         when ``capture`` names layers whose outputs to keep. With ``cache=False``
         (inference: no backward pass will follow) each layer drops what it kept
         for backward right after its own forward, so only the activations
-        still in use stay in memory.
+        still in use stay in memory, and batch norm and ReLU work in place on
+        an input that nothing else holds (not the caller's ``x``, not a
+        captured activation).
         """
         if isinstance(capture, str):
             capture = [capture]

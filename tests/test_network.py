@@ -94,15 +94,40 @@ def test_full_forward_matches_by_hand(net, x):
 def test_forward_without_cache_keeps_nothing_for_backward(net, x, mode):
     getattr(net, mode)()
     expected = by_hand(make_net().eval(), x, "fc") if mode == "eval" else None
-    out, acts = net.forward(x, capture=["block1.add", "block2"], cache=False)
+    # conv1 feeds a batch norm, bn1 and block1.add a ReLU: working in place, those
+    # would overwrite the captured arrays.
+    names = ["conv1", "bn1", "block1.add", "block2", "block3.conv_a"]
+    x_before = x.copy()
+    out, acts = net.forward(x, capture=names, cache=False)
+    np.testing.assert_array_equal(x, x_before)  # the caller's input is never overwritten
     if expected is not None:
         np.testing.assert_allclose(out, expected["fc"], rtol=1e-12)
-        np.testing.assert_allclose(acts["block1.add"], expected["block1.add"], rtol=1e-12)
+        for name in names:
+            np.testing.assert_allclose(acts[name], expected[name], rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(net.forward(x, cache=False), expected["fc"], rtol=1e-12)
     assert all(layer.cache is None for layer in net.layers())
     with pytest.raises(RuntimeError, match="cache=False"):
         net.backward(np.ones_like(out))
     net.forward(x)  # the default keeps the caches again, and backward runs
     assert net.backward(np.ones_like(out), param_grads=False).shape == x.shape
+
+
+def test_inference_in_place_spares_inputs_that_others_hold():
+    """A ReLU first (the caller's x) and first in a residual branch (x is also the
+    identity shortcut's): neither may be overwritten by an inference pass."""
+    from minicnn import Network, ReLU, Residual
+    rng = np.random.default_rng(3)
+    bn = BatchNorm2d(3, dtype=F64)
+    bn.params["weight"] = rng.uniform(0.5, 2.0, 3)
+    bn.buffers["running_mean"] = rng.standard_normal(3)
+    block = Residual([("relu_a", ReLU()), ("bn_a", bn)], name="block")
+    net = Network([("relu", ReLU()), ("bn", BatchNorm2d(3, dtype=F64)), ("block", block)])
+    net.eval()
+    x = rng.standard_normal((2, 3, 4, 4))
+    before = x.copy()
+    expected = net.forward(x)
+    np.testing.assert_array_equal(net.forward(x, cache=False), expected)
+    np.testing.assert_array_equal(x, before)
 
 
 def test_capture_returns_named_activations(net, x):

@@ -31,6 +31,8 @@ def check_relu_mode(mode):
 
 
 class ReLU(Layer):
+    fresh_output = True
+
     def __init__(self, mode="normal"):
         super().__init__()
         self.mode = check_relu_mode(mode)
@@ -45,6 +47,12 @@ class ReLU(Layer):
         self.cache = out
         self.out_shape = x.shape
         return out
+
+    def forward_inplace(self, x):
+        """Inference only (nothing kept for backward): overwrite ``x`` with the output."""
+        self._check_input(x, None)
+        self.out_shape = x.shape
+        return xp_of(x).maximum(x, 0, out=x)
 
     def backward(self, dout):
         self._check_backward(dout)

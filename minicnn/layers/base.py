@@ -9,7 +9,10 @@ A layer is a small object with
   batch-norm running statistics;
 * ``training``: switched by ``train()`` and ``eval()``;
 * ``param_grads``: when False, backward skips the parameter gradients (used when
-  only the gradient on the input image is wanted, which is most visualizations).
+  only the gradient on the input image is wanted, which is most visualizations);
+* ``fresh_output`` (class attribute): True when forward always returns a new
+  array, which an inference pass may then let the next layer overwrite
+  (``forward_inplace``, see :meth:`minicnn.network.Network.forward`).
 """
 import numpy as np
 
@@ -21,6 +24,8 @@ class ShapeError(ValueError):
 
 
 class Layer:
+    fresh_output = False  # layers that never return a view of their input say True
+
     def __init__(self):
         self.name = type(self).__name__
         self.params = {}

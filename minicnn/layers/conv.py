@@ -114,6 +114,7 @@ def output_size(size, kernel, stride, padding):
 
 class Conv2d(Layer):
     """Convolution with ``weight`` (O, C, kh, kw) and optional ``bias`` (O,)."""
+    fresh_output = True
 
     group_bytes = 4 << 20
     """Memory one group of images may take for its column matrix ``X_B`` and its

@@ -14,6 +14,8 @@ from ..backend import DEFAULT_DTYPE
 
 
 class Linear(Layer):
+    fresh_output = True
+
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=DEFAULT_DTYPE):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)

@@ -35,6 +35,8 @@ def _per_channel(v):
 
 
 class BatchNorm2d(Layer):
+    fresh_output = True
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=DEFAULT_DTYPE):
         super().__init__()
         self.num_features = int(num_features)
@@ -82,6 +84,18 @@ class BatchNorm2d(Layer):
             self.cache = ("eval", x, scale)  # x_hat only if backward wants dgamma
         self.out_shape = out.shape
         return out
+
+    def forward_inplace(self, x):
+        """Inference only (nothing kept for backward): in eval mode, overwrite ``x``
+        with the output; in training mode the batch statistics need a copy."""
+        if self.training:
+            return self.forward(x)
+        self._check_input(x, ("N", self.num_features, "H", "W"))
+        scale, shift = self.eval_affine()
+        x *= _per_channel(scale)
+        x += _per_channel(shift)
+        self.out_shape = x.shape
+        return x
 
     def backward(self, dout):
         self._check_backward(dout)

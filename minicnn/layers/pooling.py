@@ -104,7 +104,8 @@ def pooled_size(size, kernel, stride, padding, ceil_mode):
 
 
 class _WindowPool(Layer):
-    """What max and average pooling share: geometry, padding, im2col."""
+    """What max and average pooling share: geometry, padding, the sweep over offsets."""
+    fresh_output = True
 
     pad_value = 0.0
     ceil_mode = False
@@ -234,6 +235,7 @@ class AvgPool2d(_WindowPool):
 
 class GlobalAvgPool2d(Layer):
     """Mean over all pixels: (N, C, H, W) -> (N, C)."""
+    fresh_output = True
 
     def forward(self, x):
         self._check_input(x, ("N", "C", "H", "W"))
