@@ -8,7 +8,7 @@ Caffe NetParameter. ``minicnn.io.convert`` turns the file into minicnn's format
 with the architecture and variant inferred, ``minicnn.load`` reads it back, and
 its logits must match the torch reference's within 1e-4 relative in float32.
 The file layouts come from tests/foreign_files.py, written independently of
-minicnn.io.mapping.
+minicnn.io.mapping and minicnn.io.resnet_names.
 """
 import hashlib
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from ..models import build
-from . import mapping
+from . import mapping, resnet_names
 from .caffemodel import read_caffemodel
 from .download import weights_home
 from .errors import WeightsFormatError
@@ -74,19 +74,19 @@ def to_state(path, arch=None, variant=None):
     kind = sniff(path)
     if kind == "hdf5":
         layers = read_keras_h5(path)
-        keras1 = mapping.is_keras1(layers)
-        arch = arch or mapping.infer_keras_arch(layers)
+        keras1 = resnet_names.is_keras1(layers)
+        arch = arch or resnet_names.infer_keras_arch(layers)
         variant = variant or ("caffe" if keras1 else "keras")
         state = (mapping.keras1_resnet_to_minicnn if keras1 else mapping.keras_resnet_to_minicnn)(
             layers, arch)
     elif kind == "caffemodel":
         layers = read_caffemodel(path)
-        arch = arch or mapping.infer_caffe_arch(layers)
+        arch = arch or resnet_names.infer_caffe_arch(layers)
         variant = variant or "caffe"
         state = mapping.caffe_resnet_to_minicnn(layers, arch)
     else:
         checkpoint = read_torch_checkpoint(path)
-        arch = arch or mapping.infer_torch_arch(checkpoint)
+        arch = arch or resnet_names.infer_torch_arch(checkpoint)
         if arch.startswith("cifar_"):
             variant = variant or "cifar"
             state = mapping.cifar_resnet_to_minicnn(checkpoint, arch)
