@@ -54,27 +54,28 @@ def torchvision_modules(state):
         yield kind, (int(layer) + 1, int(index), part), params
 
 
+CAFFE_PREFIX = {"conv": "res", "bn": "bn", "scale": "scale"}  # res2a_branch2a, bn2a_branch2a
+KERAS_PART = {"1": 0, "a": 1, "b": 2, "c": 3}  # conv2_block1_0_conv is the shortcut
+
+
 def caffe_layer_name(depth, kind, position):
     """'conv1', 'bn_conv1', 'scale_conv1', 'fc1000', 'res3b1_branch2a', 'bn3b1_branch1', ..."""
-    if position == ("fc",):
-        return "fc1000"
-    if position == ("stem",):
-        return {"conv": "conv1", "bn": "bn_conv1", "scale": "scale_conv1"}[kind]
+    if position in (("fc",), ("stem",)):
+        stem = {"conv": "conv1", "bn": "bn_conv1", "scale": "scale_conv1"}
+        return "fc1000" if position == ("fc",) else stem[kind]
     stage, index, part = position
-    block = caffe_block_name(depth, stage, index)[3:]
-    branch = "branch1" if part == "1" else "branch2" + part
-    return f"{'res' if kind == 'conv' else kind}{block}_{branch}"
+    suffix = caffe_block_name(depth, stage, index)[len("res"):]
+    return CAFFE_PREFIX[kind] + suffix + "_branch" + ("1" if part == "1" else "2" + part)
 
 
 def keras_layer_name(kind, position, fc_name="probs"):
     """keras_applications names: conv1_conv, conv1_bn, conv3_block2_1_conv, conv2_block1_0_bn."""
     if position == ("fc",):
         return fc_name
-    suffix = "conv" if kind == "conv" else "bn"
     if position == ("stem",):
-        return f"conv1_{suffix}"
+        return "conv1_" + kind
     stage, index, part = position
-    return f"conv{stage}_block{index + 1}_{'1abc'.index(part)}_{suffix}"
+    return f"conv{stage}_block{index + 1}_{KERAS_PART[part]}_{kind}"
 
 
 # -- Keras ------------------------------------------------------------------------------
