@@ -224,12 +224,12 @@ def net(*layers):
     return text(1, "TestNet") + text(3, "data") + uint(4, 1) + b"".join(layers)
 
 
-def caffe_layout(state, depth, factor=1.0, conv_bias="stem"):
+def caffe_layout(state, depth, factor=1.0):
     """[(name, type, blobs)] as in KaimingHe's ResNet caffemodels.
 
     BatchNorm holds (mean * factor, variance * factor, [factor]) and the Scale
-    layer after it (gamma, beta). With ``conv_bias`` 'stem', as in the released
-    prototxts, only conv1 has a bias blob; with 'all', every convolution does.
+    layer after it (gamma, beta). As in the released ResNet-50, only conv1 has a
+    bias blob.
     """
     layers = [("data", "Input", [])]
     for kind, position, params in torchvision_modules(state):
@@ -246,7 +246,7 @@ def caffe_layout(state, depth, factor=1.0, conv_bias="stem"):
             layers.append((name, "InnerProduct", [params["weight"], params["bias"]]))
         else:
             blobs = [params["weight"]]
-            if conv_bias == "all" or position == ("stem",):
+            if position == ("stem",):
                 blobs.append(params["bias"])
             layers.append((name, "Convolution", blobs))
     layers.append(("prob", "Softmax", []))

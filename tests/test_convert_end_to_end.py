@@ -49,7 +49,7 @@ def write(layout, model, depth, path):
         with h5py.File(path, "w") as f:
             write_keras_layers(f, keras_layout(state, depth), "keras2")
     elif layout == "caffemodel":
-        with torch.no_grad():  # as in the released models: only conv1 has a bias
+        with torch.no_grad():  # as in the released ResNet-50: only conv1 has a bias
             for name, module in model.named_modules():
                 if isinstance(module, torch.nn.Conv2d) and name != "conv1":
                     module.bias.zero_()
