@@ -207,17 +207,35 @@ class Network(Sequential):
     preprocessing, provenance).
     """
 
-    def __init__(self, layers=(), metadata=None):
+    def __init__(self, layers=(), metadata=None, aliases=None):
         super().__init__(layers)
         self.metadata = dict(metadata or {})
+        self.aliases = {}
+        for alias, target in (aliases or {}).items():
+            self.add_alias(alias, target)
         self._last = None
 
     # -- addressing -----------------------------------------------------
+    def add_alias(self, alias, target):
+        """Let ``alias`` stand for the output of the module ``target`` wherever a
+        name is taken (stop_at, capture, inject, ``net[alias]``). The ResNets name
+        each stage this way after its last block: ``res4`` is ``res4f`` in ResNet-50."""
+        if not alias or "." in alias or alias in self.names():
+            raise ValueError(f"alias {alias!r} must be a new name without a dot")
+        self._require(target)
+        self.aliases[alias] = self.aliases.get(target, target)
+
     def names(self):
-        """Every addressable name, in forward order."""
-        return [m.name for m in self.modules()]
+        """Every addressable name in forward order, an alias right after its target's."""
+        names = [m.name for m in self.modules()]
+        for alias, target in self.aliases.items():
+            last = max(i for i, n in enumerate(names)
+                       if n == target or n.startswith(target + "."))
+            names.insert(last + 1, alias)
+        return names
 
     def __getitem__(self, name):
+        name = self.aliases.get(name, name)
         for module in self.modules():
             if module.name == name:
                 return module
@@ -230,8 +248,10 @@ class Network(Sequential):
         return (f"unknown layer name {name!r}{hint} (net.names() lists all {len(names)} names)")
 
     def _require(self, name):
+        """The module name that ``name`` (a module name or an alias) stands for."""
         if name not in set(self.names()):
             raise KeyError(self._unknown(name))
+        return self.aliases.get(name, name)
 
     # -- passes -----------------------------------------------------------
     def forward(self, x, stop_at=None, capture=(), cache=True):
@@ -247,19 +267,19 @@ class Network(Sequential):
         """
         if isinstance(capture, str):
             capture = [capture]
-        for name in ([stop_at] if stop_at is not None else []) + list(capture):
-            self._require(name)
-        run = _Pass(stop_at=stop_at, capture=capture, cache=cache)
+        targets = {name: self._require(name) for name in capture}
+        run = _Pass(stop_at=None if stop_at is None else self._require(stop_at),
+                    capture=targets.values(), cache=cache)
         try:
             out = self.run_forward(run, x)
         except _Stop as stop:
             out = stop.output
-        missing = set(capture) - set(run.activations)
+        missing = [name for name, target in targets.items() if target not in run.activations]
         if missing:
             raise ValueError(f"captured layers {sorted(missing)} lie after stop_at={stop_at!r} "
                              "and were not computed")
         self._last = run
-        return (out, run.activations) if capture else out
+        return (out, {name: run.activations[t] for name, t in targets.items()}) if capture else out
 
     __call__ = forward
 
@@ -277,7 +297,10 @@ class Network(Sequential):
         if not last.cache:
             raise RuntimeError("the last forward pass ran with cache=False and kept nothing for "
                                "backward; run net.forward(x) (cache=True, the default) first")
-        inject = dict(inject or {})
+        named, inject = dict(inject or {}), {}
+        for name, grad in named.items():  # an alias and its target add up like any two
+            target = self._require(name)
+            inject[target] = _plus(inject.get(target), grad)
         if dout is not None:
             top = last.stop_at
             if top is None:
@@ -286,7 +309,6 @@ class Network(Sequential):
         if not inject:
             raise ValueError("backward needs a gradient: pass dout or inject={name: gradient}")
         for name, grad in inject.items():
-            self._require(name)
             if name not in last.output_shapes:
                 raise ValueError(f"cannot inject a gradient at {name!r}: the last forward pass "
                                  f"stopped at {last.stop_at!r} before reaching it")

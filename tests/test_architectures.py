@@ -33,14 +33,47 @@ def test_block_names():
     assert {"res3a", "res3b3", "res4b1", "res4b22", "res4b22.bn2c"} <= names101
     assert not {"res3b", "res3b4", "res4b23"} & names101
     top18 = [n for n in resnet(18).names() if "." not in n]
-    assert top18 == ["conv1", "bn_conv1", "conv1_relu", "pool1", "res2a", "res2b", "res3a",
-                     "res3b", "res4a", "res4b", "res5a", "res5b", "global_pool", "fc"]
+    assert top18 == ["conv1", "bn_conv1", "conv1_relu", "pool1", "res2a", "res2b", "res2",
+                     "res3a", "res3b", "res3", "res4a", "res4b", "res4", "res5a", "res5b", "res5",
+                     "global_pool", "fc"]
     children = ["branch2a", "bn2a", "branch2a_relu", "branch2b", "bn2b", "add", "relu"]
     expected = [f"res2a.{n}" for n in children] + ["res2b", "res2b.branch2a"]
     assert resnet(18).names()[5:14] == expected
+    assert resnet(18).names()[19:22] == ["res2b.relu", "res2", "res3a"]
     keys = resnet(101, "caffe").state_dict()
     assert {"res4b22.branch2a.weight", "res4b22.bn2c.running_var", "conv1.bias",
             "fc.weight", "res2a.branch1.bias"} <= set(keys)
+
+
+@pytest.mark.parametrize("depth, last", [(18, "res4b"), (50, "res4f"), (101, "res4b22"),
+                                         (152, "res4b35")])
+def test_stage_names_stand_for_the_last_block(depth, last):
+    net = resnet(depth).eval()
+    assert net.aliases["res4"] == last and net["res4"] is net[last]
+    assert net.aliases["res5"] == ("res5b" if depth == 18 else "res5c")
+    x = image((1, 3, 64, 64))
+    out, acts = net.forward(x, stop_at="res4", capture=["res3", last])
+    np.testing.assert_array_equal(out, acts[last])
+    assert out.shape == (1, 256 * (1 if depth == 18 else 4), 4, 4)
+    np.testing.assert_array_equal(acts["res3"], net.forward(x, stop_at=net.aliases["res3"]))
+    # a gradient injected at a stage name is one injected at its last block, and they add up
+    net.forward(x, stop_at="res4")
+    g = image(out.shape, seed=2)
+    by_alias = net.backward(inject={"res4": g}, param_grads=False)
+    np.testing.assert_array_equal(by_alias, net.backward(inject={last: g}, param_grads=False))
+    np.testing.assert_allclose(net.backward(inject={"res4": g, last: g}, param_grads=False),
+                               2 * by_alias, rtol=1e-5, atol=1e-6)
+
+
+def test_cifar_stage_names():
+    net = cifar_resnet(20)
+    assert net.aliases == {"res2": "res2c", "res3": "res3c", "res4": "res4c"}
+    with pytest.raises(KeyError, match="did you mean"):
+        net.forward(image((1, 3, 32, 32)), stop_at="res5")
+    with pytest.raises(ValueError, match="new name"):
+        net.add_alias("res2a", "res2b")
+    with pytest.raises(KeyError):
+        net.add_alias("stage9", "res9z")
 
 
 def test_resnet152_is_float32_and_named():
@@ -119,7 +152,8 @@ def test_cifar_resnet20_counts_and_shortcuts():
     pads = [m for m in layers if isinstance(m, ChannelPadShortcut)]
     assert [m.name for m in pads] == ["res3a.branch1", "res4a.branch1"]
     assert all("bias" not in m.params for m in layers if isinstance(m, Conv2d))
-    assert [n for n in cifar_resnet(8).names() if "." not in n][3:6] == ["res2a", "res3a", "res4a"]
+    assert [n for n in cifar_resnet(8).names() if "." not in n][3:9] == [
+        "res2a", "res2", "res3a", "res3", "res4a", "res4"]
     assert "res4i" in cifar_resnet(56).names() and "res4j" not in cifar_resnet(56).names()
 
 

@@ -47,12 +47,13 @@ def cifar_resnet(depth, num_classes=10, rng=None, dtype=np.float32):
     make = LayerFactory(rng, dtype, conv_bias=False, bn_eps=1e-5)
     layers = [("conv1", make.conv(3, 16, 3, 1, 1)), ("bn_conv1", make.bn(16)),
               ("conv1_relu", ReLU())]
-    cin = 16
+    cin, stages = 16, {}
     for stage, planes in zip((2, 3, 4), CIFAR_CHANNELS):
         for i, name in enumerate(block_names(stage, n)):
             stride = 2 if stage > 2 and i == 0 else 1
             layers.append((name, cifar_block(make, cin, planes, stride)))
             cin = planes
+        stages[f"res{stage}"] = name  # a stage's output is its last block's
     layers += [("global_pool", GlobalAvgPool2d()), ("fc", make.linear(cin, num_classes))]
     return Network(layers, metadata={"arch": f"cifar_resnet{depth}", "variant": CIFAR_VARIANT,
-                                     "num_classes": num_classes})
+                                     "num_classes": num_classes}, aliases=stages)

@@ -10,6 +10,10 @@ Caffe models, so that one weights file format serves them all::
     res5a, ...          stage 5, 512 base channels, stride 2   (7x7)
     global_pool - fc
 
+The stage names ``res2`` ... ``res5`` are aliases of each stage's last block
+(``res4`` is ``res4f`` in ResNet-50, ``res4b22`` in ResNet-101): the stage's
+output, the paper's conv2_x ... conv5_x.
+
 A block is ``relu(branch2(x) + branch1(x))``. The bottleneck's branch2 is
 1x1 -> 3x3 -> 1x1 (``branch2a``, ``branch2b``, ``branch2c``, each followed by
 ``bn2a``...), the basic block's 3x3 -> 3x3; ``branch1``/``bn1`` is the 1x1
@@ -145,7 +149,7 @@ def resnet(depth, variant="torchvision", num_classes=1000, rng=None, dtype=np.fl
         ("conv1", make.conv(3, 64, 7, 2, 3)), ("bn_conv1", make.bn(64)), ("conv1_relu", ReLU()),
         ("pool1", MaxPool2d(3, 2, padding=v.pool1_padding, ceil_mode=v.pool1_ceil_mode)),
     ]
-    cin = 64
+    cin, stages = 64, {}
     for stage, planes, count in zip((2, 3, 4, 5), BASE_CHANNELS, counts):
         for i, name in enumerate(caffe_block_names(depth, stage, count)):
             stride = 2 if stage > 2 and i == 0 else 1
@@ -155,6 +159,7 @@ def resnet(depth, variant="torchvision", num_classes=1000, rng=None, dtype=np.fl
                 block = bottleneck_block(make, cin, planes, stride, v.stride_on_1x1)
             layers.append((name, block))
             cin = expansion * planes
+        stages[f"res{stage}"] = name  # a stage's output is its last block's
     layers += [("global_pool", GlobalAvgPool2d()), ("fc", make.linear(cin, num_classes))]
     return Network(layers, metadata={"arch": f"resnet{depth}", "variant": variant,
-                                     "num_classes": num_classes})
+                                     "num_classes": num_classes}, aliases=stages)
