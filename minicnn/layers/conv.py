@@ -100,12 +100,17 @@ def col2im(cols, padded_size, stride):
     return x_pad
 
 
-def pad_spatial(x, padding, value=0.0):
+def pad_spatial(x, padding):
+    """``x`` with zeros around its height and width (``xp.pad`` costs twice as much
+    on the small per-group batches the convolution pads)."""
     (ph, pw) = padding
     if ph == 0 and pw == 0:
         return x
     xp = xp_of(x)
-    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="constant", constant_values=value)
+    n, c, h, w = x.shape
+    out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    out[:, :, ph:ph + h, pw:pw + w] = x
+    return out
 
 
 def output_size(size, kernel, stride, padding):
