@@ -40,6 +40,19 @@ def tensor(a, grad=False):
     return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=grad)
 
 
+def assert_backward_matches(layer, yt, xt, rng, what="", **params):
+    """Send one random upstream gradient down both engines and compare dx and the
+    gradient of every named parameter tensor (``None``: the layer must have none)."""
+    g = rng.standard_normal(tuple(yt.shape))
+    yt.backward(tensor(g))
+    assert_close(layer.backward(g), xt.grad, f"dx{what}")
+    for key, reference in params.items():
+        if reference is None:
+            assert key not in layer.grads, f"d{key}{what}: no such parameter"
+        else:
+            assert_close(layer.grads[key], reference.grad, f"d{key}{what}")
+
+
 def torch_raises(fn):
     try:
         fn()
@@ -94,14 +107,7 @@ def test_conv2d_matches_torch(shape, out_channels, geometry, bias, seed):
     yt = F.conv2d(xt, wt, bt, stride, padding)
     y = layer.forward(x)
     assert_close(y, yt, "forward")
-    g = rng.standard_normal(y.shape)
-    yt.backward(tensor(g))
-    assert_close(layer.backward(g), xt.grad, "dx")
-    assert_close(layer.grads["weight"], wt.grad, "dweight")
-    if bias:
-        assert_close(layer.grads["bias"], bt.grad, "dbias")
-    else:
-        assert "bias" not in layer.grads
+    assert_backward_matches(layer, yt, xt, rng, weight=wt, bias=bt)
 
 
 # -- pooling ----------------------------------------------------------------------
@@ -129,9 +135,7 @@ def test_max_pool2d_matches_torch(shape, geometry, ceil_mode, seed):
     y = layer.forward(x)
     assert y.shape == tuple(yt.shape)
     assert_close(y, yt, "forward")
-    g = rng.standard_normal(y.shape)
-    yt.backward(tensor(g))
-    assert_close(layer.backward(g), xt.grad, "dx")
+    assert_backward_matches(layer, yt, xt, rng)
 
 
 @pytest.mark.parametrize("kernel, stride, padding, ceil_mode", [
@@ -144,9 +148,7 @@ def test_max_pool2d_ties_route_the_gradient_like_torch(kernel, stride, padding, 
     xt = tensor(x, grad=True)
     yt = F.max_pool2d(xt, kernel, stride, padding, ceil_mode=ceil_mode)
     assert_close(layer.forward(x), yt, "forward")
-    g = np.random.default_rng(1).standard_normal(yt.shape)
-    yt.backward(tensor(g))
-    assert_close(layer.backward(g), xt.grad, "dx")
+    assert_backward_matches(layer, yt, xt, np.random.default_rng(1))
 
 
 def test_max_pool2d_ceil_mode_output_rule_matches_torch():
@@ -199,9 +201,7 @@ def test_avg_pool2d_matches_torch(shape, geometry, seed):
     yt = reference()
     y = layer.forward(x)
     assert_close(y, yt, "forward")
-    g = rng.standard_normal(y.shape)
-    yt.backward(tensor(g))
-    assert_close(layer.backward(g), xt.grad, "dx")
+    assert_backward_matches(layer, yt, xt, rng)
 
 
 def test_avg_pool2d_default_stride_is_kernel():
@@ -220,9 +220,7 @@ def test_global_avg_pool_matches_adaptive_avg_pool(shape, seed):
     yt = F.adaptive_avg_pool2d(xt, 1).flatten(1)
     y = layer.forward(x)
     assert_close(y, yt, "forward")
-    g = rng.standard_normal(y.shape)
-    yt.backward(tensor(g))
-    assert_close(layer.backward(g), xt.grad, "dx")
+    assert_backward_matches(layer, yt, xt, rng)
 
 
 # -- batch normalization ----------------------------------------------------------
@@ -260,12 +258,8 @@ def test_batch_norm_training_matches_torch(shape, momentum, eps, steps, seed):
         assert_close(y, yt, f"forward, step {step}")
         assert_close(layer.buffers["running_mean"], rm, f"running_mean, step {step}")
         assert_close(layer.buffers["running_var"], rv, f"running_var, step {step}")
-        g = rng.standard_normal(y.shape)
         wt.grad = bt.grad = None
-        yt.backward(tensor(g))
-        assert_close(layer.backward(g), xt.grad, f"dx, step {step}")
-        assert_close(layer.grads["weight"], wt.grad, f"dweight, step {step}")
-        assert_close(layer.grads["bias"], bt.grad, f"dbias, step {step}")
+        assert_backward_matches(layer, yt, xt, rng, f", step {step}", weight=wt, bias=bt)
 
 
 @settings(max_examples=40)
@@ -288,11 +282,7 @@ def test_batch_norm_eval_matches_torch(shape, eps, seed):
     assert_close(y, yt, "forward")
     for key, value in before.items():  # eval never moves the running statistics
         np.testing.assert_array_equal(layer.buffers[key], value)
-    g = rng.standard_normal(y.shape)
-    yt.backward(tensor(g))
-    assert_close(layer.backward(g), xt.grad, "dx")
-    assert_close(layer.grads["weight"], wt.grad, "dweight")
-    assert_close(layer.grads["bias"], bt.grad, "dbias")
+    assert_backward_matches(layer, yt, xt, rng, weight=wt, bias=bt)
 
 
 # -- linear, relu, loss -----------------------------------------------------------
@@ -312,12 +302,7 @@ def test_linear_matches_torch(n, fin, fout, bias, seed):
     yt = F.linear(xt, wt, bt)
     y = layer.forward(x)
     assert_close(y, yt, "forward")
-    g = rng.standard_normal(y.shape)
-    yt.backward(tensor(g))
-    assert_close(layer.backward(g), xt.grad, "dx")
-    assert_close(layer.grads["weight"], wt.grad, "dweight")
-    if bias:
-        assert_close(layer.grads["bias"], bt.grad, "dbias")
+    assert_backward_matches(layer, yt, xt, rng, weight=wt, bias=bt)
 
 
 @settings(max_examples=40)
