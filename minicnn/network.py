@@ -76,6 +76,15 @@ class _Pass:
             raise _Stop(out)
         return out
 
+    def chain(self, modules, x):
+        """Run ``modules`` one after another on ``x``, which the caller still holds:
+        only what a module returns may be owned by the next one."""
+        owned = False
+        for module in modules:
+            x = self.forward(module, x, owned=owned)
+            owned = self.owns_output(module)
+        return x
+
     def owns_output(self, module):
         """Whether ``module`` returned a new array that nobody else holds: a layer
         whose class promises a fresh output (``fresh_output``) and that was not
@@ -144,11 +153,7 @@ class Sequential(Container):
             self.add(child_name, module)
 
     def run_forward(self, run, x):
-        owned = False  # the input is the caller's
-        for child in self.children.values():
-            x = run.forward(child, x, owned=owned)
-            owned = run.owns_output(child)
-        return x
+        return run.chain(self.children.values(), x)
 
     def run_backward(self, run, dout):
         for child in reversed(list(self.children.values())):
@@ -174,14 +179,9 @@ class Residual(Container):
         self.activation = self.add("relu", ReLU()) if activation == "relu" else None
 
     def run_forward(self, run, x):
-        outputs = []
-        for path in (self.branch, self.shortcut):  # x is shared: neither path owns it
-            out, owned = x, False
-            for child in path:
-                out = run.forward(child, out, owned=owned)
-                owned = run.owns_output(child)
-            outputs.append(out)
-        out = run.forward(self.sum, *outputs)
+        main = run.chain(self.branch, x)  # x is shared: neither path owns it
+        short = run.chain(self.shortcut, x)
+        out = run.forward(self.sum, main, short)
         if self.activation is not None:
             out = run.forward(self.activation, out, owned=run.owns_output(self.sum))
         return out
@@ -222,8 +222,7 @@ class Network(Sequential):
         each stage this way after its last block: ``res4`` is ``res4f`` in ResNet-50."""
         if not alias or "." in alias or alias in self.names():
             raise ValueError(f"alias {alias!r} must be a new name without a dot")
-        self._require(target)
-        self.aliases[alias] = self.aliases.get(target, target)
+        self.aliases[alias] = self._require(target)  # an alias of an alias: its module
 
     def names(self):
         """Every addressable name in forward order, an alias right after its target's."""

@@ -70,6 +70,8 @@ def test_cifar_stage_names():
     assert net.aliases == {"res2": "res2c", "res3": "res3c", "res4": "res4c"}
     with pytest.raises(KeyError, match="did you mean"):
         net.forward(image((1, 3, 32, 32)), stop_at="res5")
+    net.add_alias("last_stage", "res4")  # an alias of an alias names the module itself
+    assert net.aliases["last_stage"] == "res4c" and net["last_stage"] is net["res4c"]
     with pytest.raises(ValueError, match="new name"):
         net.add_alias("res2a", "res2b")
     with pytest.raises(KeyError):
