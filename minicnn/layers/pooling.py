@@ -38,6 +38,7 @@ Global average pooling: ``y[n, c] = mean_{h,w} x[n, c, h, w]``, ``dx = dy / (H W
 broadcast over every pixel.
 """
 import math
+from itertools import repeat
 
 import numpy as np
 
@@ -51,8 +52,9 @@ def phases(x_pad, stride, fill=0.0):
     Phase (a, b) is ``x_pad[:, :, a::sh, b::sw]`` (the bottom/right edge padded
     with ``fill`` up to a multiple of the stride). Why: NumPy's arithmetic on a
     slice with a step runs element by element, on a unit-step slice with vector
-    instructions, about ten times faster (copies, like the convolution's
-    im2col, suffer far less, so the convolution does without). After this one
+    instructions: one comparison of two stride-2 windows of ResNet's pool1 input
+    at batch 8 took 4 ms, of two unit-step slices 0.25-1.3 ms. Copies, like the
+    convolution's im2col, suffer far less, so the convolution does without. After this one
     rearranging copy, the pixels at kernel offset (u, v) of every window form a
     plain slice of one phase (:func:`window`). At stride 1 there is one phase and
     no copy.
@@ -158,11 +160,11 @@ class _WindowPool(Layer):
 
         ``pixels`` is window(u, v) of ``x`` (padded the forward way) when ``x`` is given.
         """
-        seen = self._windows(self._phased(x)) if x is not None else None
+        seen = self._windows(self._phased(x)) if x is not None else repeat((None, None))
         x_shape, padded_shape, _ = self.geometry
         grads = phased_zeros(padded_shape, self.stride, dout)
-        for k, target in self._windows(grads):
-            target += share(k, next(seen)[1] if seen is not None else None)
+        for (k, target), (_, pixels) in zip(self._windows(grads), seen):
+            target += share(k, pixels)
         dx_pad = unphase(grads, padded_shape[2:])
         (ph, pw), (h, w) = self.padding, x_shape[2:]
         return dx_pad[:, :, ph:ph + h, pw:pw + w]
