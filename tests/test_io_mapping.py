@@ -47,13 +47,18 @@ def make(shape, rng):
     return rng.standard_normal(shape).astype(np.float32)
 
 
+def torch_bn(state, prefix, n, rng):
+    """A torch BatchNorm2d's entries, num_batches_tracked (which converters skip) too."""
+    for key in ("weight", "bias", "running_mean", "running_var"):
+        state[f"{prefix}.{key}"] = make((n,), rng)
+    state[f"{prefix}.num_batches_tracked"] = np.array(100)
+
+
 def torchvision_state(depth, rng, num_classes=1000):
     state = {"conv1.weight": make((64, 3, 7, 7), rng)}
 
     def bn(prefix, n):
-        for key in ("weight", "bias", "running_mean", "running_var"):
-            state[f"{prefix}.{key}"] = make((n,), rng)
-        state[f"{prefix}.num_batches_tracked"] = np.array(100)
+        torch_bn(state, prefix, n, rng)
     bn("bn1", 64)
     for stage, i, convs in architecture(depth):
         prefix = f"layer{stage - 1}.{i}"
@@ -75,9 +80,7 @@ def cifar_state(depth, rng):
     state = {"conv1.weight": make((16, 3, 3, 3), rng)}
 
     def bn(prefix, c):
-        for key in ("weight", "bias", "running_mean", "running_var"):
-            state[f"{prefix}.{key}"] = make((c,), rng)
-        state[f"{prefix}.num_batches_tracked"] = np.array(7)
+        torch_bn(state, prefix, c, rng)
     bn("bn1", 16)
     inplanes = 16
     for layer, planes in zip((1, 2, 3), (16, 32, 64)):
