@@ -71,6 +71,11 @@ def convert_and_compare(model, path, tmp_path, arch, variant, size):
     metadata = convert(path, out)
     assert (metadata["arch"], metadata["variant"]) == (arch, variant)
     assert metadata["preprocessing"] == PREPROCESSING[variant]
+    # independently of that table: Caffe and Keras ImageNet weights take BGR, mean-subtracted
+    # 0-255 pixels; torchvision and the CIFAR nets RGB in 0-1 divided by the ImageNet std
+    bgr = variant in ("caffe", "keras")
+    assert metadata["preprocessing"]["color"] == ("BGR" if bgr else "RGB")
+    assert metadata["preprocessing"]["scale"] == (1.0 if bgr else 1 / 255)
     assert metadata["source"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     net = minicnn.load(out)
     assert not any(layer.training for layer in net.layers())  # ready to run: eval mode
