@@ -51,9 +51,17 @@ class _Pass:
         self.stop_at = stop_at
         self.cache = cache
         self.capture = set(capture)
-        self.activations = {}
+        self.activations = {}  # forward: captured outputs; backward: captured gradients
         self.inject = inject or {}
         self.output_shapes = {}
+
+    def arriving(self, module, dout):
+        """The gradient on ``module``'s output: what came down plus what is injected
+        there, kept when a backward pass captures it."""
+        dout = _plus(dout, self.inject.get(module.name))
+        if module.name in self.capture:
+            self.activations[module.name] = dout
+        return dout
 
     def forward(self, module, *inputs, owned=False):
         """Run ``module``. ``owned``: its input is an array that only this pass holds
@@ -92,7 +100,7 @@ class _Pass:
         return getattr(module, "fresh_output", False) and module.name not in self.capture
 
     def backward(self, module, dout):
-        dout = _plus(dout, self.inject.get(module.name))
+        dout = self.arriving(module, dout)
         if isinstance(module, Container):
             return module.run_backward(self, dout)
         if dout is None:
@@ -189,7 +197,7 @@ class Residual(Container):
     def run_backward(self, run, dout):
         if self.activation is not None:
             dout = run.backward(self.activation, dout)
-        dout = _plus(dout, run.inject.get(self.sum.name))
+        dout = run.arriving(self.sum, dout)
         d_main = d_short = None
         if dout is not None:
             d_main, d_short = self.sum.backward(dout)
@@ -282,13 +290,15 @@ class Network(Sequential):
 
     __call__ = forward
 
-    def backward(self, dout=None, inject=None, param_grads=True):
+    def backward(self, dout=None, inject=None, param_grads=True, capture=()):
         """Backpropagate and return the gradient on the input.
 
         ``dout`` is dL/d(output of the last forward pass, i.e. of its stop_at
         layer); ``inject`` maps layer names to dL/d(that layer's output). All of
         them are added up on the way down. With ``param_grads=False`` the layers
-        skip their parameter gradients.
+        skip their parameter gradients. ``capture`` names layers whose output
+        gradient dL/d(output) to keep (Grad-CAM needs it); then the result is
+        ``(dx, {name: gradient})``, zeros where no gradient reached a layer.
         """
         if self._last is None:
             raise RuntimeError("backward called before forward: run net.forward(x) first")
@@ -315,7 +325,14 @@ class Network(Sequential):
             if tuple(grad.shape) != expected:
                 raise ShapeError(f"gradient injected at {name!r} has shape {tuple(grad.shape)}, "
                                  f"expected {expected} (that layer's output)")
-        run = _Pass(inject=inject)
+        if isinstance(capture, str):
+            capture = [capture]
+        wanted = {name: self._require(name) for name in capture}
+        for name, target in wanted.items():
+            if target not in last.output_shapes:
+                raise ValueError(f"cannot capture the gradient at {name!r}: the last forward pass "
+                                 f"stopped at {last.stop_at!r} before reaching it")
+        run = _Pass(inject=inject, capture=wanted.values())
         layers = list(self.layers())
         saved = [layer.param_grads for layer in layers]
         try:
@@ -327,7 +344,15 @@ class Network(Sequential):
         finally:
             for layer, flag in zip(layers, saved):
                 layer.param_grads = flag
-        return dx
+        if not wanted:
+            return dx
+        xp = get_array_module(dx)
+        grads = {}
+        for name, target in wanted.items():
+            grad = run.activations.get(target)
+            grads[name] = (xp.zeros(last.output_shapes[target], dtype=dx.dtype)
+                           if grad is None else grad)
+        return dx, grads
 
     # -- whole-network switches ---------------------------------------------
     def set_relu_mode(self, mode):

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 import minicnn
+from minicnn.datasets import digit_images, digits_split
 from minicnn.images import preprocess
 from minicnn.io.model_file import save
 from minicnn.models import cifar_resnet
@@ -28,14 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PREPROCESSING = {"color": "RGB", "scale": 1 / 255, "mean": [0.5, 0.5, 0.5],
                  "std": [0.5, 0.5, 0.5], "resize": None, "crop": None, "input_size": [32, 32]}
 LABELS = [str(d) for d in range(10)]
-
-
-def digit_images():
-    """The digits as 32x32 RGB uint8 images (bilinear upsampling of 0..16 ink)."""
-    digits = load_digits()
-    ink = np.round(digits.images * (255 / 16)).astype(np.uint8)
-    big = np.stack([np.asarray(Image.fromarray(im).resize((32, 32), Image.BILINEAR)) for im in ink])
-    return np.repeat(big[:, :, :, None], 3, axis=3), digits.target
 
 
 def shift(batch, rng, pixels=2):
@@ -55,8 +46,7 @@ def main():
     args = parser.parse_args()
 
     images, labels = digit_images()
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.2,
-                                           stratify=labels, random_state=args.seed)
+    train_idx, test_idx = digits_split(labels, args.seed)
     x = np.stack([preprocess(im, PREPROCESSING) for im in images])
     rng = np.random.default_rng(args.seed)
     net = cifar_resnet(8, num_classes=10, rng=rng)

@@ -1,10 +1,9 @@
-"""The ``minicnn`` command line: one subcommand per job."""
-import argparse
-import sys
+"""Subcommands for the engine itself: gradcheck, classify, and weights files."""
+ORDER = 0
 
 
 def _gradcheck(args):
-    from .gradcheck import check_all, format_table
+    from ..gradcheck import check_all, format_table
     rows = check_all(seed=args.seed)
     print(format_table(rows))
     return 0 if all(r[3] for r in rows) else 1
@@ -12,8 +11,8 @@ def _gradcheck(args):
 
 def _classify(args):
     import json
-    from .io.model_file import load
-    from .predict import classify
+    from ..io.model_file import load
+    from ..predict import classify
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, received {args.top}")
     net = load(args.weights)
@@ -28,21 +27,21 @@ def _classify(args):
 
 
 def _convert(args):
-    from .io.convert import convert
+    from ..io.convert import convert
     meta = convert(args.src, args.dst, arch=args.arch, variant=args.variant, labels=args.labels)
     print(f"wrote {args.dst}: {meta['arch']} ({meta['variant']}), {meta['num_classes']} classes")
     return 0
 
 
 def _download(args):
-    from .io.download import download
+    from ..io.download import download
     path = download(args.name, folder=args.dir, progress=not args.quiet)
     print(f"wrote {path}")
     return 0
 
 
 def _list(args):
-    from .io.download import REGISTRY, weights_home
+    from ..io.download import REGISTRY, weights_home
     print(f"known downloads (saved to {weights_home()} unless --dir is given):")
     for name, entry in REGISTRY.items():
         print(f"  {name:<22} {entry['about']}")
@@ -50,7 +49,7 @@ def _list(args):
 
 
 def _info(args):
-    from .io.hdf5 import read_weights
+    from ..io.hdf5 import read_weights
     metadata, state = read_weights(args.file)
     for key in ("arch", "variant", "num_classes", "preprocessing", "source"):
         print(f"{key}: {metadata.get(key)}")
@@ -60,12 +59,7 @@ def _info(args):
     return 0
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="minicnn", description="A readable CNN engine: layers, ResNets, visualizations.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def register(sub):
     p = sub.add_parser("gradcheck", help="check every layer's backward pass numerically",
                        description="Check every layer and ReLU backward mode against centered "
                                    "differences in float64 and print a table.")
@@ -106,19 +100,3 @@ def build_parser():
     p = wsub.add_parser("info", help="show a minicnn weights file's metadata")
     p.add_argument("file")
     p.set_defaults(func=_info)
-    return parser
-
-
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, KeyError, TypeError, RuntimeError, OSError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"minicnn {args.command}: error: {message}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,14 @@
+"""The techniques floor: ways to see inside a trained ConvNet.
+
+One module per technique, each a function of arrays (NumPy or CuPy, NCHW
+batches in the network's input space) returning arrays; figures are in
+:mod:`minicnn.plots`. The pieces they share live here: targets and
+:func:`input_gradient` (:mod:`.targets`) and receptive fields
+(:mod:`.receptive_field`).
+"""
+from .targets import (input_gradient, backprop_target, parse_target, using_relu_mode, check_batch,
+                      Target, Backprop)
+from .receptive_field import receptive_field, field_box, layer_size, ReceptiveField
+
+__all__ = ["input_gradient", "backprop_target", "parse_target", "using_relu_mode", "check_batch",
+           "Target", "Backprop", "receptive_field", "field_box", "layer_size", "ReceptiveField"]
