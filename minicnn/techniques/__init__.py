@@ -9,6 +9,11 @@ batches in the network's input space) returning arrays; figures are in
 from .targets import (input_gradient, backprop_target, parse_target, using_relu_mode, check_batch,
                       Target, Backprop)
 from .receptive_field import receptive_field, field_box, layer_size, ReceptiveField
+from .saliency import (saliency_map, vanilla_gradient, guided_backprop, deconvnet, smoothgrad,
+                       integrated_gradients, completeness_gap)
+from .grad_cam import grad_cam, upsample, guided_grad_cam
 
 __all__ = ["input_gradient", "backprop_target", "parse_target", "using_relu_mode", "check_batch",
            "Target", "Backprop", "receptive_field", "field_box", "layer_size", "ReceptiveField"]
+__all__ += ["saliency_map", "vanilla_gradient", "guided_backprop", "deconvnet", "smoothgrad",
+            "integrated_gradients", "completeness_gap", "grad_cam", "upsample", "guided_grad_cam"]
