@@ -17,3 +17,9 @@ __all__ = ["input_gradient", "backprop_target", "parse_target", "using_relu_mode
            "Target", "Backprop", "receptive_field", "field_box", "layer_size", "ReceptiveField"]
 __all__ += ["saliency_map", "vanilla_gradient", "guided_backprop", "deconvnet", "smoothgrad",
             "integrated_gradients", "completeness_gap", "grad_cam", "upsample", "guided_grad_cam"]
+from . import adversarial
+from .adversarial import (fool_linear, fgsm, pgd, fooling_image, deepfool, carlini_wagner_l2,
+                          robust_accuracy, transfer_matrix, multicrop_predict, PixelModel)
+__all__ += ["adversarial", "fool_linear", "fgsm", "pgd", "fooling_image", "deepfool",
+            "carlini_wagner_l2", "robust_accuracy", "transfer_matrix", "multicrop_predict",
+            "PixelModel"]

@@ -1,0 +1,271 @@
+"""Adversarial examples on the shipped digits model, checked against PyTorch and closed forms.
+
+The attacks are compared in float64 with the same loop written directly in
+torch (the network from tests/torch_resnets.py, the preprocessing written out
+again in torch): the adversarial images must be equal, image by image. The
+linear explanation and DeepFool are checked against their closed forms, the
+multi-crop gradient against finite differences.
+"""
+import numpy as np
+import pytest
+
+import minicnn
+from minicnn.datasets import model_data
+from minicnn.layers import Conv2d, Flatten
+from minicnn.network import Network
+from minicnn.techniques.adversarial import (PixelModel, fgsm, pgd, fool_linear, linear_epsilon,
+                                            deepfool, fooling_image, carlini_wagner_l2,
+                                            robust_accuracy, transfer_matrix, predict_classes,
+                                            MultiCropModel, multicrop_predict, images_from_pixels,
+                                            adversarial_training, with_extra_class)
+from minicnn.techniques.adversarial.linear import sigmoid
+
+BGR_SPEC = {"color": "BGR", "scale": 1.0, "mean": [103.9, 116.8, 123.7], "std": [57.4, 57.1, 58.4]}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The shipped model (float32) and 12 held-out digits as images in [0, 1]."""
+    net = minicnn.load()
+    data = model_data(net)
+    images = images_from_pixels(np.stack([data.pixels(i) for i in range(12)]))
+    return net, images, data.labels[:12]
+
+
+def float64_digits(dev):
+    net = minicnn.load().astype(np.float64)
+    return dev.layer(net)
+
+
+def torch_attack(net, spec, images, labels, eps, alpha, steps):
+    """The PGD loop (random_start False) written directly in torch, float64."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    from torch_resnets import TorchCifarResNet, load_minicnn_state
+    from minicnn.backend import to_cpu
+    state = {k: to_cpu(v) for k, v in net.state_dict().items()}
+    model = load_minicnn_state(TorchCifarResNet(8).double(), state, 8).eval()
+    scale = 255.0 * spec.get("scale", 1.0)
+    mean = torch.tensor(spec["mean"], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(spec["std"], dtype=torch.float64).view(1, 3, 1, 1)
+    x0 = torch.from_numpy(images)
+    x = x0.clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        ordered = x.flip(1) if spec.get("color") == "BGR" else x
+        loss = F.cross_entropy(model((ordered * scale - mean) / std),
+                               torch.from_numpy(labels), reduction="sum")
+        grad, = torch.autograd.grad(loss, x)
+        x = torch.clamp(torch.clamp(x.detach() + alpha * grad.sign(), x0 - eps, x0 + eps), 0, 1)
+    return x.numpy()
+
+
+@pytest.mark.parametrize("spec", [None, BGR_SPEC], ids=["digits-spec", "bgr-spec"])
+def test_fgsm_and_pgd_equal_torch(digits, dev, spec):
+    _, images, labels = digits
+    net = float64_digits(dev)
+    spec = spec or net.metadata["preprocessing"]
+    model = PixelModel(net, spec)
+    x = images[:4].astype(np.float64)
+    eps = 8 / 255
+    ours = dev.numpy(fgsm(model, dev.array(x), labels[:4], eps))
+    assert ours.dtype == np.float64
+    reference = torch_attack(net, spec, x, labels[:4], eps, eps, 1)
+    np.testing.assert_array_equal(ours, reference)
+    assert np.abs(ours - x).max() == pytest.approx(eps)
+    ours = dev.numpy(pgd(model, dev.array(x), labels[:4], eps, alpha=2 / 255, steps=4,
+                         random_start=False))
+    np.testing.assert_array_equal(ours, torch_attack(net, spec, x, labels[:4], eps, 2 / 255, 4))
+    # one step of size eps without a random start is FGSM
+    one = pgd(model, x, labels[:4], eps, alpha=eps, steps=1, random_start=False)
+    np.testing.assert_array_equal(one, fgsm(model, x, labels[:4], eps))
+
+
+def test_pgd_stays_in_the_ball_and_the_box(digits, dev):
+    net, images, labels = digits
+    net = dev.layer(minicnn.load())
+    x = dev.array(images[:6])
+    eps = 0.1
+    adversarial = pgd(net, x, labels[:6], eps, steps=5, rng=3)
+    change = dev.numpy(adversarial) - images[:6]
+    assert np.abs(change).max() <= eps + 1e-6
+    assert 0 <= float(adversarial.min()) and float(adversarial.max()) <= 1
+    assert (predict_classes(net, adversarial) != labels[:6]).all()
+    # the same seed gives the same random start, another seed another one
+    again = pgd(net, x, labels[:6], eps, steps=5, rng=3)
+    np.testing.assert_array_equal(dev.numpy(again), dev.numpy(adversarial))
+    other = pgd(net, x, labels[:6], eps, steps=1, rng=4)
+    assert not np.array_equal(dev.numpy(other), dev.numpy(adversarial))
+    # targeted: every digit pushed to class 7
+    target = np.full(6, 7)
+    reached = pgd(net, x, target, 0.2, steps=10, targeted=True, rng=0)
+    assert (predict_classes(net, reached) == 7).all()
+
+
+def test_fool_linear_is_exact_and_minimal():
+    rng = np.random.default_rng(0)
+    w, x, b = rng.standard_normal(300), rng.uniform(0, 1, 300), 0.3
+    for wanted in (0.01, 0.5, 0.996):
+        fooled = fool_linear(w, b, x, wanted)
+        assert sigmoid(fooled @ w + b) == pytest.approx(wanted, rel=1e-12, abs=1e-14)
+        eps = abs(linear_epsilon(w, b, x, wanted))
+        assert np.abs(fooled - x).max() == pytest.approx(eps, rel=1e-12)
+        # no change of smaller L-inf size reaches it: the most a change of size
+        # 0.999 eps can do is 0.999 eps sign(w) (towards the wanted side), and random
+        # changes of that size do less
+        direction = np.sign(linear_epsilon(w, b, x, wanted))
+        smaller = x + direction * 0.999 * eps * np.sign(w)
+        random = x + direction * 0.999 * eps * rng.uniform(-1, 1, (200, 300))
+        for candidate in np.vstack([smaller[None], random]):
+            p = sigmoid(candidate @ w + b)
+            assert (p < wanted) if direction > 0 else (p > wanted)
+
+
+def affine_network():
+    """An affine two-class classifier of 3x8x8 images (one 8x8 convolution), float64."""
+    rng = np.random.default_rng(1)
+    conv = Conv2d(3, 2, 8, rng=rng, dtype=np.float64)
+    conv.params["bias"] = np.array([0.2, -0.1])
+    net = Network([("conv", conv), ("flat", Flatten())])
+    net.metadata.update(num_classes=2, preprocessing={"scale": 1 / 255, "mean": [0, 0, 0],
+                                                      "std": [1, 1, 1]})
+    return net.eval()
+
+
+def test_deepfool_finds_the_closed_form_on_an_affine_classifier(dev):
+    net = dev.layer(affine_network())
+    images = np.random.default_rng(2).uniform(0.3, 0.7, (5, 3, 8, 8))
+    weight, bias = dev.numpy(net["conv"].params["weight"]), dev.numpy(net["conv"].params["bias"])
+    scores = images.reshape(5, -1) @ weight.reshape(2, -1).T + bias
+    original = scores.argmax(axis=1)
+    w = (weight[1] - weight[0]).ravel() * np.where(original == 0, 1, -1)[:, None]
+    f = np.abs(scores[:, 1] - scores[:, 0])
+    minimal = (f / (w * w).sum(axis=1))[:, None] * w  # the nearest point of the boundary
+    adversarial, info = deepfool(net, dev.array(images), overshoot=0.02)
+    np.testing.assert_allclose(dev.numpy(adversarial).reshape(5, -1),
+                               images.reshape(5, -1) + 1.02 * minimal, rtol=1e-12, atol=1e-14)
+    assert (info["steps"] == 1).all() and info["success"].all()
+    np.testing.assert_allclose(info["l2"], 1.02 * np.linalg.norm(minimal, axis=1), rtol=1e-12)
+
+
+def test_fooling_image_from_noise_and_from_a_digit(digits, dev):
+    _, images, labels = digits
+    net = dev.layer(minicnn.load())
+    fooled, info = fooling_image(net, [2, 5], "noise", rng=0)
+    probs = dev.numpy(PixelModel(net).probabilities(fooled))
+    assert info["reached"].all() and (probs[[0, 1], [2, 5]] >= 0.996).all()
+    np.testing.assert_allclose(info["probability"], probs[[0, 1], [2, 5]], rtol=1e-5)
+    start = images[labels != 8][:1]
+    fooled, info = fooling_image(net, 8, dev.array(start), step=1 / 255)
+    change = dev.numpy(fooled) - start
+    assert info["reached"].all() and 0 < info["steps"][0]
+    assert info["linf"][0] == pytest.approx(np.abs(change).max())
+    assert info["linf"][0] <= info["steps"][0] / 255 + 1e-6
+    assert info["l2"][0] == pytest.approx(np.linalg.norm(change), rel=1e-5)
+
+
+def test_deepfool_and_carlini_wagner_fool_every_digit(digits):
+    net, images, labels = digits
+    x = images[:6]
+    adversarial, info = deepfool(net, x)
+    predicted = predict_classes(net, adversarial)
+    assert info["success"].all() and (predicted != labels[:6]).all()
+    np.testing.assert_array_equal(predicted, info["adversarial"])
+    cw, cw_info = carlini_wagner_l2(net, x, labels[:6], c=1.0, steps=40, lr=0.05)
+    assert cw_info["success"].all() and (predict_classes(net, cw) != labels[:6]).all()
+    assert 0 <= cw.min() and cw.max() <= 1
+    np.testing.assert_allclose(cw_info["l2"], np.linalg.norm((cw - x).reshape(6, -1), axis=1),
+                               rtol=1e-5)
+
+
+def test_multicrop_gradient_and_prediction():
+    net = minicnn.load().astype(np.float64)
+    model = MultiCropModel(net, crops=5, flips=True, padding=2)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.05, 0.95, (2, 3, 32, 32))
+    # the prediction: the mean softmax of the views, made here with np.pad and slices
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    views = [padded[:, :, dy:dy + 32, dx:dx + 32] for dy, dx in
+             [(2, 2), (0, 0), (0, 4), (4, 0), (4, 4)]]
+    views += [v[..., ::-1] for v in views]
+    plain = PixelModel(net)
+    expected = np.mean([plain.probabilities(v) for v in views], axis=0)
+    np.testing.assert_allclose(multicrop_predict(model, x), expected, rtol=1e-12)
+    # the loss gradient through the views against centered differences along a direction
+    labels = np.array([3, 7])
+    _, grad, _ = model.loss_gradient(x, labels)
+    direction = rng.standard_normal(x.shape)
+    h = 1e-7  # a larger step lets ReLU inputs of the 10 views cross zero
+    loss = lambda z: model.loss_gradient(z, labels)[0].sum()  # noqa: E731
+    numeric = (loss(x + h * direction) - loss(x - h * direction)) / (2 * h)
+    assert (grad * direction).sum() == pytest.approx(numeric, rel=1e-6)
+
+
+def test_robust_accuracy_and_transfer_matrix(digits):
+    net, images, labels = digits
+    clean = float((predict_classes(net, images) == labels).mean())
+    result = robust_accuracy(net, images, labels, "fgsm", eps_list=(0, 0.05, 0.2))
+    assert result[0] == clean
+    manual = (predict_classes(net, fgsm(net, images, labels, 0.05)) == labels).mean()
+    assert result[0.05] == manual and result[0.2] <= result[0.05]
+    other = minicnn.load()
+    rng = np.random.default_rng(0)
+    for layer in other.layers():
+        for key, value in layer.params.items():
+            layer.params[key] = value + 0.2 * value.std() * rng.standard_normal(value.shape)
+    matrix, counts = transfer_matrix([net, other], [net, other], images, labels, "fgsm",
+                                     eps=0.05)
+    for a, source in enumerate([net, other]):
+        attacked = fgsm(source, images, labels, 0.05)
+        for b, target in enumerate([net, other]):
+            both = (predict_classes(source, images) == labels) & (
+                predict_classes(target, images) == labels)
+            assert counts[a, b] == both.sum()
+            fooled = predict_classes(target, attacked[both]) != labels[both]
+            assert matrix[a, b] == pytest.approx(fooled.mean())
+
+
+def test_adversarial_training_raises_fgsm_accuracy_on_its_batch(digits):
+    _, images, labels = digits
+    net = minicnn.load()
+    eps = 0.04
+    before = (predict_classes(net, fgsm(net, images, labels, eps)) == labels).mean()
+    optimizer = minicnn.SGD(net, lr=0.02, momentum=0.9)
+    history = adversarial_training(net, optimizer, images, labels, eps, epochs=4, batch_size=12,
+                                   rng=0, progress=False)
+    after = (predict_classes(net, fgsm(net, images, labels, eps)) == labels).mean()
+    assert history[-1]["adversarial_loss"] < history[0]["adversarial_loss"]
+    assert after > before
+
+
+def test_extra_class_keeps_the_ten_digits(digits):
+    net, images, _ = digits
+    bigger = with_extra_class(net)
+    assert bigger.metadata["labels"][-1] == "adversarial"
+    ours, theirs = PixelModel(bigger).logits(images), PixelModel(net).logits(images)
+    np.testing.assert_allclose(ours[:, :10], theirs, rtol=1e-6)
+    features = net.forward(PixelModel(net).to_input(images), stop_at="global_pool")
+    fc = bigger["fc"].params
+    np.testing.assert_allclose(ours[:, 10], features @ fc["weight"][10] + fc["bias"][10],
+                               rtol=1e-5, atol=1e-7)
+    fgsm(bigger, images, np.full(len(images), 10), 0.01, targeted=True)  # class 10 is valid
+
+
+def test_bad_inputs_say_what_is_wrong(digits):
+    net, images, labels = digits
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        fgsm(net, images, labels, 8)
+    with pytest.raises(ValueError, match="divide by 255"):
+        fgsm(net, (images * 255).astype(np.uint8), labels, 0.1)
+    with pytest.raises(ValueError, match="divide by 255"):
+        pgd(net, images * 255, labels, 0.1)
+    with pytest.raises(ValueError, match="transpose"):
+        fgsm(net, images.transpose(0, 2, 3, 1), labels, 0.1)
+    with pytest.raises(ValueError, match="one class per image"):
+        pgd(net, images, labels[:3], 0.1)
+    with pytest.raises(ValueError, match="class 10 is out of range; valid: 0 to 9"):
+        fooling_image(net, 10, "noise")
+    with pytest.raises(ValueError, match="out of range"):
+        carlini_wagner_l2(net, images, np.full(len(images), -1))
+    with pytest.raises(ValueError, match="strictly between"):
+        fool_linear(np.ones(3), 0.0, np.zeros(3), 1.0)
