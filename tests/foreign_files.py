@@ -256,3 +256,80 @@ def caffe_layout(state, depth, factor=1.0):
 def write_caffemodel(path, layers, dims="packed"):
     """Write [(name, type, blobs)] as a binary NetParameter."""
     path.write_bytes(net(*(layer(name, kind, blobs, dims=dims) for name, kind, blobs in layers)))
+
+
+# -- VGG ---------------------------------------------------------------------------------
+VGG_CONVS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
+V1_TYPES = {"Convolution": 4, "Dropout": 6, "InnerProduct": 14, "Pooling": 17, "ReLU": 18,
+            "Softmax": 20}  # caffe.proto's V1LayerParameter.LayerType
+
+
+def vgg_modules(state, depth):
+    """Walk a torchvision VGG state dict in order: yields ('conv', (block, index), params)
+    for features.* and ('fc', 6 | 7 | 8, params) for classifier.0 / .3 / .6."""
+    convs = [(block, index) for block, count in enumerate(VGG_CONVS[depth], start=1)
+             for index in range(1, count + 1)]
+    modules = {}
+    for key, value in state.items():
+        module, param = key.rsplit(".", 1)
+        modules.setdefault(module, {})[param] = np.asarray(value)
+    features = sorted((m for m in modules if m.startswith("features.")),
+                      key=lambda m: int(m.split(".")[1]))
+    assert len(features) == len(convs), "not a VGG-%d state dict" % depth
+    for module, position in zip(features, convs):
+        yield "conv", position, modules[module]
+    for number, module in zip((6, 7, 8), ("classifier.0", "classifier.3", "classifier.6")):
+        yield "fc", number, modules[module]
+
+
+def vgg_keras_layout(state, depth, style="keras1"):
+    """A keras.applications VGG file's layers. 'keras1': the published
+    vgg16_weights_tf_dim_ordering_tf_kernels.h5, whose weights are named
+    ``block1_conv1_W_1:0`` (write with style 'keras1'); 'keras2': ``kernel``, ``bias``.
+    fc1's rows follow Keras' channels-last flatten of pool5: (H, W, C)."""
+    short = ("W_1", "b_1") if style == "keras1" else ("kernel", "bias")
+    layers = {"input_1": None}
+    for kind, position, params in vgg_modules(state, depth):
+        weight = params["weight"]
+        if kind == "conv":
+            block, index = position
+            name, kernel = f"block{block}_conv{index}", weight.transpose(2, 3, 1, 0)
+        else:
+            name = {6: "fc1", 7: "fc2", 8: "predictions"}[position]
+            if position == 6:
+                out, features = weight.shape
+                chw = weight.reshape(out, features // 49, 7, 7)
+                kernel = chw.transpose(2, 3, 1, 0).reshape(features, out)
+            else:
+                kernel = weight.T
+        if position == 6:
+            layers["flatten"] = None
+        layers[name] = dict(zip(short, (kernel, params["bias"])))
+        if kind == "conv" and index == VGG_CONVS[depth][block - 1]:
+            layers[f"block{block}_pool"] = None
+    return layers
+
+
+def vgg_caffe_layout(state, depth):
+    """[(name, type, blobs)] as in VGG_ILSVRC_16_layers.caffemodel: conv1_1, relu1_1, ...,
+    pool5, fc6, relu6, drop6, fc7, relu7, drop7, fc8, prob."""
+    layers = []
+    for kind, position, params in vgg_modules(state, depth):
+        blobs = [params["weight"], params["bias"]]
+        if kind == "conv":
+            block, index = position
+            layers += [(f"conv{block}_{index}", "Convolution", blobs),
+                       (f"relu{block}_{index}", "ReLU", [])]
+            if index == VGG_CONVS[depth][block - 1]:
+                layers.append((f"pool{block}", "Pooling", []))
+        else:
+            layers.append((f"fc{position}", "InnerProduct", blobs))
+            if position < 8:
+                layers += [(f"relu{position}", "ReLU", []), (f"drop{position}", "Dropout", [])]
+    return layers + [("prob", "Softmax", [])]
+
+
+def write_caffemodel_v1(path, layers):
+    """Write [(name, type, blobs)] as the 2014 caffemodels are: V1 ``layers`` (field 2)
+    with enum types and legacy 4-d blob shapes ((1, 1, out, in), (1, 1, 1, out))."""
+    path.write_bytes(net(*(v1_layer(name, V1_TYPES[kind], blobs) for name, kind, blobs in layers)))

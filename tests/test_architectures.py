@@ -182,7 +182,7 @@ def test_build_registry_metadata_and_reproducibility():
 
 @pytest.mark.parametrize("call,match", [
     (lambda: build("resnet51"), "did you mean.*resnet50"),
-    (lambda: build("vgg16"), "cifar_resnetN"),
+    (lambda: build("alexnet"), "cifar_resnetN"),
     (lambda: build("cifar_resnet21"), "6n \\+ 2"),
     (lambda: build("cifar_resnet164"), "at most 26"),
     (lambda: build("resnet50", variant="pytorch"), "torchvision, caffe, keras"),

@@ -5,7 +5,9 @@ zip (PyTorch's torch.save), a pickle stream (PyTorch's legacy format), or else
 a Caffe protobuf. The architecture is inferred from the layer names and shapes
 unless given; the variant follows from the source (a Keras 1 file holds the
 Caffe model, a newer Keras file the Keras model, a .pth the torchvision model,
-a CIFAR checkpoint the option-A CIFAR net) unless given. The converted weights
+a CIFAR checkpoint the option-A CIFAR net) unless given. VGG-16/19 files (names
+features.0, block1_conv1 or conv1_1) convert to ``vgg16``/``vgg19`` with the
+variant of their source: 'torchvision', 'keras' or 'caffe'. The converted weights
 are loaded into the network built from that description, so every name and
 shape is checked before anything is written; the output appears only once
 complete.
@@ -14,7 +16,7 @@ import json
 from pathlib import Path
 
 from ..models import build
-from . import mapping, resnet_names
+from . import mapping, resnet_names, vgg_mapping, vgg_names
 from .caffemodel import read_caffemodel
 from .download import weights_home
 from .errors import WeightsFormatError
@@ -32,6 +34,10 @@ CIFAR = {"color": "RGB", "scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
          "std": [0.229, 0.224, 0.225], "resize": None, "crop": None, "input_size": [32, 32]}
 PREPROCESSING = {"caffe": IMAGENET_CAFFE, "keras": IMAGENET_CAFFE,
                  "torchvision": IMAGENET_TORCH, "cifar": CIFAR}
+VGG_CONVERTERS = {"torchvision": vgg_mapping.torchvision_vgg_to_minicnn,
+                  "keras": vgg_mapping.keras_vgg_to_minicnn,
+                  "caffe": vgg_mapping.caffe_vgg_to_minicnn}
+CLASSIFIER_BIAS = ("fc.bias", "fc8.bias")  # ResNets, VGG
 CIFAR10_LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                   "ship", "truck"]
 
@@ -69,11 +75,18 @@ def default_labels(num_classes, variant):
     return None
 
 
+def _vgg_state(source, convention, arch, variant):
+    depth = vgg_names.vgg_depth(source, arch, convention)
+    return f"vgg{depth}", variant or convention, VGG_CONVERTERS[convention](source, depth)
+
+
 def to_state(path, arch=None, variant=None):
     """Read a foreign file and map it onto minicnn names: (arch, variant, state)."""
     kind = sniff(path)
     if kind == "hdf5":
         layers = read_keras_h5(path)
+        if vgg_names.wants_vgg(layers, arch):
+            return _vgg_state(layers, "keras", arch, variant)
         keras1 = resnet_names.is_keras1(layers)
         arch = arch or resnet_names.infer_keras_arch(layers)
         variant = variant or ("caffe" if keras1 else "keras")
@@ -81,11 +94,15 @@ def to_state(path, arch=None, variant=None):
             layers, arch)
     elif kind == "caffemodel":
         layers = read_caffemodel(path)
+        if vgg_names.wants_vgg(layers, arch):
+            return _vgg_state(layers, "caffe", arch, variant)
         arch = arch or resnet_names.infer_caffe_arch(layers)
         variant = variant or "caffe"
         state = mapping.caffe_resnet_to_minicnn(layers, arch)
     else:
         checkpoint = read_torch_checkpoint(path)
+        if vgg_names.wants_vgg(checkpoint, arch):
+            return _vgg_state(checkpoint, "torchvision", arch, variant)
         arch = arch or resnet_names.infer_torch_arch(checkpoint)
         if arch.startswith("cifar_"):
             variant = variant or "cifar"
@@ -104,9 +121,10 @@ def convert(src, dst, arch=None, variant=None, labels=None, source=None):
     if src.resolve() == dst.resolve():
         raise ValueError("the output must not overwrite the source file; choose another name")
     arch, variant, state = to_state(src, arch, variant)
-    num_classes = int(state["fc.bias"].shape[0]) if "fc.bias" in state else None
-    if num_classes is None:
-        raise WeightsFormatError(f"{src}: no classifier ('fc') weights were found")
+    classifier = [key for key in CLASSIFIER_BIAS if key in state]
+    if not classifier:
+        raise WeightsFormatError(f"{src}: no classifier ('fc' or 'fc8') weights were found")
+    num_classes = int(state[classifier[0]].shape[0])
     try:
         net = build(arch, variant, num_classes=num_classes)
         net.load_state_dict(state)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .files import atomic_output, file_digest
 
 KERAS1 = "https://github.com/fchollet/deep-learning-models/releases/download/v0.2/"
+KERAS1_VGG = "https://github.com/fchollet/deep-learning-models/releases/download/v0.1/"
 KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 TORCHVISION = "https://download.pytorch.org/models/"
 AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -52,6 +53,20 @@ REGISTRY = {
     "torchvision_resnet50": dict(
         url=TORCHVISION + "resnet50-0676ba61.pth", checksum="sha256:0676ba61",
         arch="resnet50", variant="torchvision", about="torchvision ResNet-50 (IMAGENET1K_V1)"),
+    "torchvision_vgg16": dict(
+        url=TORCHVISION + "vgg16-397923af.pth", checksum="sha256:397923af",
+        arch="vgg16", variant="torchvision", about="torchvision VGG-16 (IMAGENET1K_V1)"),
+    "torchvision_vgg19": dict(
+        url=TORCHVISION + "vgg19-dcbb9e9d.pth", checksum="sha256:dcbb9e9d",
+        arch="vgg19", variant="torchvision", about="torchvision VGG-19 (IMAGENET1K_V1)"),
+    "keras_vgg16": dict(
+        url=KERAS1_VGG + "vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+        checksum="md5:64373286793e3c8b2b4e3219cbf3544b", arch="vgg16", variant="keras",
+        about="keras.applications VGG16: the Oxford VGG-16 weights ported to Keras"),
+    "keras_vgg19": dict(
+        url=KERAS1_VGG + "vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+        checksum="md5:cbe5617147190e668d6c5d5026f83318", arch="vgg19", variant="keras",
+        about="keras.applications VGG19: the Oxford VGG-19 weights ported to Keras"),
     "cifar_resnet20": dict(
         url=AKAMASTER + "resnet20-12fca82f.th",
         checksum="sha256:12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8",
@@ -78,6 +93,10 @@ REGISTRY = {
 }
 
 
+VGG19_DOWNLOADS = ("torchvision_vgg19", "keras_vgg19")
+"""The VGG-19 downloads, in the order :func:`installed` prefers them."""
+
+
 class DownloadError(RuntimeError):
     """A download could not be completed; nothing was left behind."""
 
@@ -85,6 +104,23 @@ class DownloadError(RuntimeError):
 def weights_home():
     """Where downloads go: $MINICNN_HOME, else ~/.cache/minicnn."""
     return Path(os.environ.get("MINICNN_HOME", Path.home() / ".cache" / "minicnn"))
+
+
+def installed(*names, folder=None):
+    """The converted file of the first of ``names`` already downloaded, else None.
+
+    ``installed(*VGG19_DOWNLOADS)`` finds a VGG-19 that :func:`download` put
+    in place (``<folder>/<name>.h5``, the folder being :func:`weights_home`
+    unless given), so that a technique can use it by default when present.
+    """
+    folder = Path(folder) if folder is not None else weights_home()
+    for name in names:
+        if name not in REGISTRY or REGISTRY[name]["arch"] is None:
+            raise KeyError(f"{name!r} is not a weights download; known: "
+                           f"{', '.join(n for n, e in REGISTRY.items() if e['arch'])}")
+        if (folder / f"{name}.h5").is_file():
+            return folder / f"{name}.h5"
+    return None
 
 
 def verify_checksum(path, checksum):

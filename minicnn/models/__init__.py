@@ -2,6 +2,7 @@
 
 >>> net = build("resnet50", variant="caffe")          # ImageNet, 1000 classes
 >>> net = build("cifar_resnet20", rng=0)              # CIFAR-10, 10 classes
+>>> net = build("vgg19", variant="caffe")             # ImageNet VGG-19, Caffe's names
 
 ``ARCHITECTURES`` maps each name to a builder ``f(variant, num_classes, rng,
 dtype)``; ``cifar_resnetN`` is accepted for any N = 6n + 2. Every network has
@@ -14,6 +15,7 @@ import numpy as np
 
 from .resnet import resnet, VARIANTS, DEPTHS
 from .cifar import cifar_resnet, CIFAR_VARIANT
+from .vgg import vgg, VARIANTS as VGG_VARIANTS, CONVS_PER_BLOCK as VGG_DEPTHS
 
 IMAGENET_VARIANTS = tuple(VARIANTS)  # the first one is the default
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
@@ -40,8 +42,17 @@ def _cifar(depth):
     return builder
 
 
+def _vgg(depth):
+    def builder(variant=None, num_classes=None, rng=None, dtype=np.float32):
+        variant = VGG_VARIANTS[0] if variant is None else variant
+        return vgg(depth, variant, 1000 if num_classes is None else num_classes, rng, dtype)
+    builder.variants = VGG_VARIANTS
+    return builder
+
+
 ARCHITECTURES = {f"resnet{d}": _imagenet(d) for d in DEPTHS}
 ARCHITECTURES.update({f"cifar_resnet{d}": _cifar(d) for d in CIFAR_DEPTHS})
+ARCHITECTURES.update({f"vgg{d}": _vgg(d) for d in VGG_DEPTHS})
 
 
 def get_builder(arch):
@@ -64,4 +75,4 @@ def build(arch, variant=None, num_classes=None, rng=None, dtype=np.float32):
 
 
 __all__ = ["ARCHITECTURES", "IMAGENET_VARIANTS", "CIFAR_VARIANT", "build", "get_builder",
-           "resnet", "cifar_resnet"]
+           "resnet", "cifar_resnet", "vgg"]
