@@ -23,6 +23,9 @@ from .adversarial import (fool_linear, fgsm, pgd, fooling_image, deepfool, carli
 __all__ += ["adversarial", "fool_linear", "fgsm", "pgd", "fooling_image", "deepfool",
             "carlini_wagner_l2", "robust_accuracy", "transfer_matrix", "multicrop_predict",
             "PixelModel"]
+from .codes import codes, embed, grid_assignment, knn_accuracy
+from .grabcut import grabcut, grabcut_energy
+__all__ += ["codes", "embed", "grid_assignment", "knn_accuracy", "grabcut", "grabcut_energy"]
 from .filters import first_layer_filters
 from .activations import activations, stage_activations, strongest_channels, overview_layers
 from .top_patches import top_patches, patch_projections, Patch
