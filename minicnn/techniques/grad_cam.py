@@ -17,7 +17,14 @@ from .targets import backprop_target
 def grad_cam(net, x, target, layer):
     """The Grad-CAM map (N, h, w) of ``target`` at ``layer`` (a name from ``net.names()``,
     e.g. the last stage's alias ``res4`` or ``res5``), at the layer's resolution."""
-    result = backprop_target(net, x, target, capture=[layer])
+    try:
+        result = backprop_target(net, x, target, capture=[layer])
+    except ValueError as error:
+        if "stop_at" not in str(error):
+            raise
+        raise ValueError(f"Grad-CAM at layer {layer!r} cannot explain the target {target!r}: "
+                         f"the layer comes after the target's own layer; pick a layer before "
+                         "it, or a class target") from None
     activations, gradients = result.activations[layer], result.gradients[layer]
     if activations.ndim != 4:
         raise ValueError(f"Grad-CAM needs a layer with spatial maps (N, K, h, w); layer "
