@@ -1,11 +1,11 @@
 """The saliency family against torch on the same weights.
 
-Oracles, each written here from the methods' definitions: autograd for the
-vanilla gradient, SmoothGrad (the same noise, redrawn from the documented
-order), integrated gradients and Grad-CAM (the layer's output kept with
-``retain_grad``); a custom autograd ReLU, patched in for ``F.relu``, whose
-backward is the guided rule ``dy [x > 0] [dy > 0]`` or the deconvnet rule
-``dy [dy > 0]``. Networks: the shipped digits ResNet-8 on real digits, a
+Oracles, written from the methods' definitions (here and in
+tests/torch_saliency.py): autograd for the vanilla gradient, SmoothGrad (the same
+noise, redrawn from the documented order), integrated gradients and Grad-CAM
+(the layer's output kept with ``retain_grad``); a custom autograd ReLU, patched
+in for ``F.relu``, whose backward is the guided rule ``dy [x > 0] [dy > 0]`` or
+the deconvnet rule ``dy [dy > 0]``. Networks: the shipped digits ResNet-8 on real digits, a
 random-weight CIFAR ResNet-20, and random-weight ImageNet ResNet-50s in the
 caffe, torchvision and keras variants at 64 x 64.
 
@@ -23,8 +23,6 @@ gradients, which add many more points, are compared in float64 only; they are
 the one-pass gradient (compared in float32 on ResNet-50) summed, and that sum
 is compared in float32 on the small networks.
 """
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 
@@ -39,6 +37,7 @@ torch = pytest.importorskip("torch", reason="torch is the oracle: pip install 'm
 import torch.nn.functional as F  # noqa: E402
 from test_models import pair  # noqa: E402
 from torch_resnets import TorchCifarResNet, load_minicnn_state  # noqa: E402
+from torch_saliency import torch_gradient, torch_integrated_gradients, torch_scores  # noqa: E402
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-9}
 SMOOTH = dict(samples=3, noise=0.2, rng=7)
@@ -104,48 +103,6 @@ def case(request):
 
 
 # -- the torch side ---------------------------------------------------------------------------
-class RuleReLU(torch.autograd.Function):
-    """max(x, 0) forward; backward ``dy [dy > 0]``, times ``[x > 0]`` when guided."""
-
-    @staticmethod
-    def forward(ctx, x, guided):
-        ctx.save_for_backward(x)
-        ctx.guided = guided
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, = ctx.saved_tensors
-        dx = dy * (dy > 0)
-        return (dx * (x > 0) if ctx.guided else dx), None
-
-
-@contextmanager
-def torch_relu_rule(mode):
-    """The torch ResNets call F.relu; swap in the guided or deconvnet rule meanwhile."""
-    if mode == "normal":
-        yield
-        return
-    original = F.relu
-    F.relu = lambda x, inplace=False: RuleReLU.apply(x, mode == "guided")
-    try:
-        yield
-    finally:
-        F.relu = original
-
-
-def torch_scores(model, x, classes):
-    return model(x)[torch.arange(x.shape[0]), torch.as_tensor(classes)]
-
-
-def torch_gradient(model, x, classes, mode="normal"):
-    """d score / d x for every row of x (NumPy), by autograd."""
-    xt = torch.tensor(x, requires_grad=True)
-    with torch_relu_rule(mode):
-        torch_scores(model, xt, classes).sum().backward()
-    return xt.grad.numpy()
-
-
 def torch_grad_cam(case, x):
     kept = {}
 
@@ -197,11 +154,7 @@ def test_integrated_gradients_match_torch(case):
     baseline = np.full_like(x, 0.25)
     got = integrated_gradients(case.net, x, case.classes, baseline=baseline, steps=steps,
                                batch_size=3 * len(x), progress=False)
-    xt, start = torch.tensor(x), torch.tensor(baseline)
-    alphas = (torch.arange(1, steps + 1, dtype=xt.dtype) / steps).reshape(-1, 1, 1, 1, 1)
-    path = (start + alphas * (xt - start)).reshape((-1,) + x.shape[1:]).detach().numpy()
-    grads = torch_gradient(case.model, path, np.tile(case.classes, steps))
-    expected = (x - baseline) * grads.reshape((steps,) + x.shape).mean(axis=0)
+    expected = torch_integrated_gradients(case.model, x, case.classes, baseline, steps, steps)
     assert_close(got, expected, case.rtol)
 
 
