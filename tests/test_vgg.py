@@ -225,7 +225,8 @@ def test_converters_at_real_size(depth):
         layer, param = key.split(".")
         legacy = (1,) * (4 - len(expected[key])) + expected[key]
         if param == "weight":
-            caffe.append(CaffeLayer(layer, "Convolution", []))
+            caffe.append(CaffeLayer(layer, "InnerProduct" if layer.startswith("fc")
+                                    else "Convolution", []))
         caffe[-1].blobs.append(np.zeros(legacy, np.float32))
     converted = vgg_mapping.caffe_vgg_to_minicnn(caffe)
     assert {k: v.shape for k, v in converted.items()} == expected
@@ -282,7 +283,8 @@ def test_builder_errors():
 
 @pytest.mark.parametrize("depth", [16, 19])
 def test_inference_counts_convolutions(depth):
-    torchvision = [f"features.{i}.{p}" for i in TORCHVISION_CONVS[depth] for p in ("weight", "bias")]
+    torchvision = [f"features.{i}.{param}" for i in TORCHVISION_CONVS[depth]
+                   for param in ("weight", "bias")]
     counts = (2, 2, 3, 3, 3) if depth == 16 else (2, 2, 4, 4, 4)
     keras = [f"block{b}_conv{i}" for b, n in enumerate(counts, 1) for i in range(1, n + 1)]
     caffe = [f"conv{b}_{i}" for b, n in enumerate(counts, 1) for i in range(1, n + 1)]
