@@ -84,7 +84,7 @@ def register(sub):
                                     ".caffemodel file into minicnn's HDF5 format.")
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--arch", help="e.g. resnet50, cifar_resnet20 (default: inferred)")
+    p.add_argument("--arch", help="e.g. resnet50, cifar_resnet20, vgg19 (default: inferred)")
     p.add_argument("--variant", choices=["caffe", "torchvision", "keras", "cifar"],
                    help="default: follows from the source format")
     p.add_argument("--labels", metavar="FILE",
