@@ -322,9 +322,129 @@ def bench_resnet50(args, torch):
     return all_ok
 
 
+# -- section: techniques --------------------------------------------------------
+
+CIFAR_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+def _technique_models(torch):
+    """(label, minicnn net, torch model, x, classes, occlusion (size, stride), IG steps per
+    pass, occlusion batch): the CIFAR ResNet-56 on 16 test images (the akamaster
+    weights and real JPEGs when ../shared/data has them, else random) and ResNet-50
+    (random weights) at 224 on one image."""
+    import tempfile
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from torch_resnets import TorchCifarResNet, TorchResNet, load_minicnn_state
+    from minicnn.models import cifar_resnet, resnet
+    rng = np.random.default_rng(0)
+    checkpoint = CIFAR_DATA / "resnet56-4bfd9763.th"
+    if checkpoint.is_file() and (CIFAR_DATA / "test").is_dir():
+        from minicnn.images import load_image, preprocess
+        from minicnn.io.convert import convert
+        from minicnn.io.model_file import load
+        with tempfile.TemporaryDirectory() as folder:
+            convert(checkpoint, Path(folder) / "resnet56.h5")
+            net56 = load(Path(folder) / "resnet56.h5")
+        paths = sorted((CIFAR_DATA / "test").glob("*/*.jpg"))[::625][:16]  # one in 625: all classes
+        x56 = np.stack([preprocess(load_image(p), net56.metadata["preprocessing"]) for p in paths])
+        classes56 = [net56.metadata["labels"].index(p.parent.name) for p in paths]
+        label56 = "ResNet-56 (akamaster), 16 CIFAR JPEGs"
+    else:
+        net56 = cifar_resnet(56, rng=0).eval()
+        x56 = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)
+        classes56 = [int(c) for c in rng.integers(0, 10, 16)]
+        label56 = "ResNet-56 (random weights; no ../shared/data)"
+    model56 = load_minicnn_state(TorchCifarResNet(56), net56.state_dict(), 56).eval()
+    net50 = resnet(50, "torchvision", rng=0).eval()
+    model50 = load_minicnn_state(TorchResNet(50, "torchvision"), net50.state_dict(), 50).eval()
+    x50 = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    for model in (model56, model50):
+        for p in model.parameters():
+            p.requires_grad_(False)
+    return [(label56, net56, model56, x56.astype(np.float32), classes56, (8, 4), 4, 64),
+            ("ResNet-50 (torchvision, random), 224", net50, model50, x50, [281], (56, 28), 10, 16)]
+
+
+def _torch_occlusion(torch, model, x, classes, size, stride, fill, batch_size):
+    """The occlusion map the plain way: every occluded copy, then softmax probabilities."""
+    n, _, height, width = x.shape
+    rows, columns = (height - size) // stride + 1, (width - size) // stride + 1
+    copies = x.repeat_interleave(rows * columns, dim=0).reshape(n, rows, columns, *x.shape[1:])
+    for i in range(rows):
+        for j in range(columns):
+            copies[:, i, j, :, i * stride:i * stride + size, j * stride:j * stride + size] = fill
+    copies = copies.reshape(-1, *x.shape[1:])
+    wanted = torch.as_tensor(classes).repeat_interleave(rows * columns)
+    probabilities = []
+    with torch.no_grad():
+        for start in range(0, len(copies), batch_size):
+            p = torch.softmax(model(copies[start:start + batch_size]), dim=1)
+            probabilities.append(p[torch.arange(len(p)), wanted[start:start + batch_size]])
+    return torch.cat(probabilities).reshape(n, rows, columns)
+
+
+def bench_techniques(args, torch):
+    """Saliency and occlusion, minicnn vs PyTorch (plain autograd; the guided rule as a
+    custom autograd ReLU): vanilla gradient, guided backprop, integrated gradients
+    (50 steps from the zero image) and an occlusion map, float32."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from torch_saliency import torch_gradient, torch_integrated_gradients
+    from minicnn.techniques import guided_backprop, integrated_gradients, vanilla_gradient
+    try:
+        from minicnn.techniques.occlusion import occlusion_map
+    except ImportError:
+        occlusion_map = None
+        print("(minicnn.techniques.occlusion is not there: no occlusion row)")
+    print(f"Techniques, float32, {args.threads} thread(s); median ms (one timed call for the "
+          "many-pass methods); error: rel. norm diff (gradients), max rel diff (probabilities)")
+    header = (f"{'technique':<26} {'batch':>5} {'minicnn ms':>11} {'torch ms':>10} {'ratio':>7}"
+              f" {'error':>9}")
+    all_ok, ratios = True, []
+    for label, net, model, x, classes, (size, stride), steps_per_pass, occlusion_batch in \
+            _technique_models(torch):
+        print(label)
+        print(header)
+        print("-" * len(header))
+        n = len(x)
+        zero = np.zeros_like(x)
+        cases = [
+            ("vanilla gradient", lambda: vanilla_gradient(net, x, classes),
+             lambda: torch_gradient(model, x, classes), rel_norm_diff, False),
+            ("guided backprop", lambda: guided_backprop(net, x, classes),
+             lambda: torch_gradient(model, x, classes, "guided"), rel_norm_diff, False),
+            ("integrated gradients (50)",
+             lambda: integrated_gradients(net, x, classes, steps=50,
+                                          batch_size=steps_per_pass * n, progress=False),
+             lambda: torch_integrated_gradients(model, x, classes, zero, 50,
+                                                steps_per_pass).numpy(), rel_norm_diff, True)]
+        if occlusion_map is not None:
+            cases.append((f"occlusion {size}/{stride}",
+                          lambda: occlusion_map(net, x, classes, size, stride,
+                                                batch_size=occlusion_batch, progress=False),
+                          lambda: _torch_occlusion(torch, model, torch.from_numpy(x), classes,
+                                                   size, stride, 0.0, occlusion_batch).numpy(),
+                          max_rel_diff, n == 1))
+        for name, fa, fb, error, heavy in cases:
+            diff = error(fa(), fb())
+            ok = diff < (TOLERANCE if error is max_rel_diff else GRADIENT_TOLERANCE)
+            all_ok &= ok
+            t_a, t_b = time_pair(fa, fb, args.budget, **(dict(rounds=1, least=1) if heavy
+                                                         else dict(least=2, most=10)))
+            ratios.append(t_a / t_b)
+            print(f"{name:<26} {n:>5} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f} {diff:>9.1e}"
+                  f"{'' if ok else '  WRONG'}", flush=True)
+        print("-" * len(header))
+    geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    print(f"geometric mean of the ratios (minicnn / torch): {geomean:.2f}")
+    if not all_ok:
+        print("FAILED: minicnn and PyTorch differ beyond the tolerance somewhere")
+    return all_ok
+
+
 SECTIONS = {
     "conv": bench_conv,
     "resnet50": bench_resnet50,
+    "techniques": bench_techniques,
 }
 
 
