@@ -172,3 +172,25 @@ def test_codes_and_knn_on_the_device(dev):
     np.testing.assert_allclose(dev.numpy(from_dataset), cpu_codes, rtol=1e-4, atol=1e-5)
     assert knn_accuracy(on_device, dev.array(data.labels), k=3) == \
         knn_accuracy(cpu_codes, data.labels, k=3)
+
+
+def test_image_mosaic_puts_each_image_in_its_cell():
+    from minicnn.plots.embedding import image_mosaic
+    images = np.arange(3 * 2 * 4 * 3, dtype=np.uint8).reshape(3, 2, 4, 3)
+    cells = np.array([[1, 2], [0, 0], [1, 0]])
+    mosaic = image_mosaic(images, cells, 2, 3)
+    assert mosaic.shape == (4, 12, 3)
+    for image, (row, col) in zip(images, cells):
+        np.testing.assert_array_equal(mosaic[2 * row:2 * row + 2, 4 * col:4 * col + 4], image)
+    assert (mosaic[0:2, 4:12] == 255).all()  # the empty cells
+
+
+def test_tsne_command_writes_both_figures(tmp_path, capsys):
+    from minicnn.cli import main
+    out = tmp_path / "map.png"
+    assert main(["tsne", "--limit", "60", "--perplexity", "10", "--grid", "6",
+                 "--out", str(out)]) == 0
+    assert out.is_file() and (tmp_path / "map_grid.png").is_file()
+    assert "5-NN accuracy" in capsys.readouterr().out
+    assert main(["tsne", "--limit", "20", "--out", str(out)]) == 2  # perplexity 30 > 20 images
+    assert "perplexity" in capsys.readouterr().err

@@ -141,3 +141,30 @@ def test_grabcut_takes_cupy_arrays_and_returns_the_mask_there(dev):
     found = grabcut(dev.array(image), dev.array(saliency))
     assert type(found) is type(dev.array(mask))
     np.testing.assert_array_equal(dev.numpy(found), grabcut(image, saliency))
+
+
+def test_segment_command_on_the_shipped_model(tmp_path, capsys):
+    from minicnn.cli import main
+    out = tmp_path / "cut.png"
+    assert main(["segment", "--indices", "0", "1", "--scale", "2", "--out", str(out)]) == 0
+    assert out.is_file()
+    assert capsys.readouterr().out.count("the mask covers") == 2
+    assert main(["segment", "--fg-quantile", "0.2", "--out", str(out)]) == 2
+    assert "bg_quantile" in capsys.readouterr().err
+
+
+def test_segment_object_cuts_the_view_the_network_saw():
+    import minicnn
+    from minicnn.datasets import as_dataset
+    from minicnn.techniques import saliency_map, upsample, vanilla_gradient
+    net = minicnn.load()
+    data = as_dataset(None, net)
+    from minicnn.techniques.grabcut import segment_object
+    result = segment_object(net, data.pixels(0), scale=2)
+    x = data.images([0])
+    assert result.target == int(net.forward(x).argmax())
+    expected = upsample(saliency_map(vanilla_gradient(net, x, result.target)), 64)[0]
+    np.testing.assert_allclose(result.saliency, expected, rtol=1e-6)
+    assert result.image.shape == (64, 64, 3) and result.mask.shape == (64, 64)
+    with pytest.raises(ValueError, match="RGB uint8"):
+        segment_object(net, data.images([0])[0])

@@ -31,7 +31,9 @@ capacity larger than every finite cut. The foreground is the set of nodes
 still reachable from the source in the residual graph of a maximum flow.
 
 The graph cut runs on the CPU (scipy); CuPy inputs are moved to the host and
-the mask is returned on the saliency map's device.
+the mask is returned on the saliency map's device. :func:`segment_object` is
+the whole pipeline on a photo: a network's saliency map of its predicted class,
+upsampled to a working resolution, then GrabCut.
 """
 import warnings
 from collections import namedtuple
@@ -217,3 +219,43 @@ def grabcut(image, saliency, fg_quantile=0.95, bg_quantile=0.30, iterations=5, c
         labels = cut
         fg_fit, bg_fit = labels.ravel(), ~labels.ravel()
     return xp.asarray(largest_component(labels))
+
+
+Segmentation = namedtuple("Segmentation", "image saliency mask target")
+Segmentation.__doc__ = """What :func:`segment_object` returns: the view of the photo that
+was cut (RGB uint8), the upsampled saliency map there, the mask, and the target."""
+
+
+def segment_object(net, photo, target=None, scale=4, rng=0, **options):
+    """Simonyan et al.'s pipeline on one photo (RGB uint8 (H, W, 3), any size).
+
+    The network sees the photo fitted to its input, as its preprocessing says.
+    The saliency map ``max_c |dS/dx|`` of ``target`` (default: the predicted
+    class) is upsampled bilinearly ``scale`` times onto the same view of the
+    photo at ``scale`` times the input's resolution, where :func:`grabcut` cuts
+    the object out (``options`` go to it).
+    """
+    from ..backend import to_gpu
+    from ..images import fit_to_input, normalize
+    from .grad_cam import upsample
+    from .saliency import saliency_map, vanilla_gradient
+    photo = np.asarray(to_cpu(photo))
+    if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
+        raise ValueError(f"photo must be RGB uint8 (H, W, 3), received {photo.dtype} "
+                         f"{photo.shape}; minicnn.images.load_image reads a file that way")
+    if int(scale) < 1:
+        raise ValueError(f"scale must be a positive integer, received {scale}")
+    spec = net.metadata["preprocessing"]
+    x = normalize(fit_to_input(photo, spec), spec)[None]
+    if net.array_module() is not np:
+        x = to_gpu(x)
+    if target is None:
+        target = int(net.forward(x, cache=False).argmax(axis=1)[0])
+    saliency = saliency_map(vanilla_gradient(net, x, target))
+    size = tuple(int(side) * int(scale) for side in spec["input_size"])
+    view_spec = dict(spec, input_size=list(size),
+                     **{key: int(spec[key]) * int(scale) for key in ("resize", "crop")
+                        if spec.get(key)})
+    view = fit_to_input(photo, view_spec)
+    saliency = upsample(saliency, size)[0]
+    return Segmentation(view, saliency, grabcut(view, saliency, rng=rng, **options), target)
