@@ -163,4 +163,7 @@ def gallery(context):
                 f"The vanilla-gradient saliency of the predicted class, upsampled 3x to "
                 f"{side}x{side}, seeds GrabCut: foreground above its 95 % quantile (red), "
                 f"background below its 30 % quantile (blue); colour GMMs and a min cut, 5 "
-                f"iterations, largest component kept ({seconds:.1f} s for {count} images).")
+                f"iterations, largest component kept ({seconds:.1f} s for {count} images). "
+                "On these grey digits the gradient marks ink and paper alike, so the colour "
+                "models barely differ and the cut follows the saliency blob; on colour photos "
+                "(demos/grabcut_photos.py) the colours do the work.")
