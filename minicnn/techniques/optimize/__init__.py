@@ -14,12 +14,13 @@ from .regularizers import (l2, alpha_norm_value, total_variation_value, l2_norm,
 from .image_moves import (roll, random_shift, gaussian_blur, pixel_range, valid_range,
                           clip_to_range, random_image, preprocessing_of)
 from .optimizers import GradientStep, NormalizedStep, Adam, make_optimizer
-from .network_objectives import target_score, activation_objective, deepest
+from .network_objectives import (target_score, activation_objective, deepest,
+                                 network_dtype)
 from .loop import minimize, History, checked_evaluation, as_rng, check_steps
 
 __all__ = ["Objective", "as_objective", "l2", "alpha_norm_value", "total_variation_value",
            "l2_norm", "alpha_norm", "total_variation", "roll", "random_shift", "gaussian_blur",
            "pixel_range", "valid_range", "clip_to_range", "random_image", "preprocessing_of",
            "GradientStep", "NormalizedStep", "Adam", "make_optimizer", "target_score",
-           "activation_objective", "deepest", "minimize", "History", "checked_evaluation",
+           "activation_objective", "deepest", "network_dtype", "minimize", "History", "checked_evaluation",
            "as_rng", "check_steps"]

@@ -116,6 +116,8 @@ def _lbfgs(objective, x0, steps, bounds, max_evaluations, progress, desc):
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
 
     def function(vector):
+        if state["evaluations"] == budget:
+            raise _Budget
         x = xp.asarray(vector.reshape(shape), dtype=dtype)  # one host -> device copy
         loss, grad = checked_evaluation(objective, x, len(history))
         state["evaluations"] += 1
@@ -123,6 +125,7 @@ def _lbfgs(objective, x0, steps, bounds, max_evaluations, progress, desc):
         return loss, np.asarray(to_cpu(grad), np.float64).ravel()  # one device -> host copy
 
     def callback(intermediate_result):
+        state["x"] = intermediate_result.x.copy()
         history.record(intermediate_result.fun, state["evaluations"])
         bar.update(1)
 
@@ -132,12 +135,20 @@ def _lbfgs(objective, x0, steps, bounds, max_evaluations, progress, desc):
                      for b in bounds)
         box = Bounds(low, high)
     start = np.asarray(to_cpu(clip_to_range(x0, bounds)), np.float64).ravel()
-    options = {"maxiter": steps, "maxfun": max_evaluations or 20 * steps, "ftol": 0.0,
-               "gtol": 0.0}
+    budget = max_evaluations or 20 * steps
+    state["x"] = start
+    # scipy may overrun maxfun inside a line search; the budget stops it exactly instead
+    options = {"maxiter": steps, "maxfun": budget + 1, "ftol": 0.0, "gtol": 0.0}
     try:
         result = scipy_minimize(function, start, jac=True, method="L-BFGS-B", bounds=box,
                                 callback=callback, options=options)
+        history.message, last = str(result.message), result.x
+    except _Budget:
+        history.message, last = f"stopped at the budget of {budget} evaluations", state["x"]
     finally:
         bar.close()
-    history.message = str(result.message)
-    return xp.asarray(result.x.reshape(shape), dtype=dtype), history
+    return xp.asarray(last.reshape(shape), dtype=dtype), history
+
+
+class _Budget(Exception):
+    """Raised inside scipy's L-BFGS-B when the evaluation budget is spent."""

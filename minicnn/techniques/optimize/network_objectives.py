@@ -22,6 +22,14 @@ def target_score(net, target):
     return Objective(score, f"score({target!r})")
 
 
+def network_dtype(net):
+    """The dtype of the network's parameters (images are optimized in it)."""
+    for layer in net.layers():
+        for value in layer.params.values():
+            return value.dtype
+    raise ValueError("the network has no parameters")
+
+
 def deepest(net, layers):
     """The layer of ``layers`` that the forward pass reaches last (checking each name)."""
     order = {name: i for i, name in enumerate(net.names())}
