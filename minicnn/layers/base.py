@@ -14,6 +14,8 @@ A layer is a small object with
   array, which an inference pass may then let the next layer overwrite
   (``forward_inplace``, see :meth:`minicnn.network.Network.forward`).
 """
+import threading
+
 import numpy as np
 
 from ..backend import get_array_module, to_device, device_of
@@ -134,6 +136,30 @@ class Layer:
 def xp_of(*arrays):
     """Shorthand used by the layers: the array module of the given arrays."""
     return get_array_module(*arrays)
+
+
+_scratch = threading.local()
+
+
+def scratch(xp, slot, shape, dtype):
+    """An uninitialized (shape) array of module ``xp`` for temporaries inside one layer call.
+
+    Each ``slot`` name holds one buffer per thread, array module and dtype, grown
+    to the largest size asked and handed out again on the next call, so the
+    caller must be done with it before the next request for that slot. Why:
+    NumPy takes arrays of more than a few hundred KiB fresh from the operating
+    system, and writing one pays a page fault per 4 KiB; on the CIFAR ResNets
+    those faults took as long as the convolutions' arithmetic.
+    """
+    size = 1
+    for dim in shape:
+        size *= dim
+    key = (slot, xp.__name__, np.dtype(dtype).str)
+    buffers = _scratch.__dict__
+    buffer = buffers.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = buffers[key] = xp.empty(size, dtype=dtype)
+    return buffer[:size].reshape(shape)
 
 
 def as_generator(rng):

@@ -1,4 +1,4 @@
-r"""2-D convolution, lowered to matrix products (im2col).
+r"""2-D convolution, lowered to matrix products.
 
 Shapes: input ``x`` (N, C, H, W), weight ``W`` (O, C, kh, kw), bias ``b`` (O,),
 output ``y`` (N, O, Ho, Wo) with ``Ho = (H + 2 p - kh) // s + 1`` (likewise Wo).
@@ -10,15 +10,13 @@ Forward, with ``x_pad`` the input zero-padded by p on each side:
 .. math::
     y[n, o, i, j] = b[o] + \sum_{c, u, v} W[o, c, u, v]\, x_{pad}[n, c, s i + u, s j + v]
 
-im2col copies every receptive field into a column. For a group ``B`` of images
-(a slice of the batch) it builds ``X_B``, a (K, |B| P) matrix whose column
-``(n, i, j)`` is the field of output pixel (i, j) of image n. With
-``W_mat = W.reshape(O, K)`` all the arithmetic is in one matrix product per group:
+The reference lowering is im2col (:func:`im2col`): for a group ``B`` of images
+it copies every receptive field into a column of ``X_B``, a (K, |B| P) matrix
+whose column ``(n, i, j)`` is the field of output pixel (i, j) of image n. With
+``W_mat = W.reshape(O, K)`` all the arithmetic is one matrix product per group:
 
 .. math::
-    Y_B = W_{mat}\, X_B + b, \qquad Y_B \text{ of shape } (O, |B| P),
-
-and ``y[B]`` is ``Y_B`` reshaped to (O, |B|, Ho, Wo) with its first two axes swapped.
+    Y_B = W_{mat}\, X_B + b, \qquad Y_B \text{ of shape } (O, |B| P).
 
 Backward, given ``dY_B = dL/dy[B]`` arranged the same way, as (O, |B| P):
 
@@ -27,31 +25,60 @@ Backward, given ``dY_B = dL/dy[B]`` arranged the same way, as (O, |B| P):
     db[o] = \sum_{n, i, j} dy[n, o, i, j], \qquad
     dX_B = W_{mat}^T\, dY_B
 
-and ``dx[B]`` is col2im of ``dX_B``, the adjoint of im2col: each column entry is
-added back onto the input pixel it was copied from, then the padding is cropped.
+and ``dx[B]`` is col2im of ``dX_B`` (:func:`col2im`), the adjoint of im2col:
+each column entry is added back onto the input pixel it was copied from.
+
+**The wide lowering the layer runs.** im2col copies rows of Wo pixels, and a
+copy of 32 (or 7) floats costs more in loop overhead than in data. Laid out
+flat, the padded image makes every kernel offset one contiguous run instead:
+with ``x_flat[n, c, r Wp + q] = x_pad[n, c, r, q]`` (stride 1),
+
+.. math::
+    x_{pad}[n, c, i + u, j + v] = x_{flat}[n, c, u W_p + v + (i W_p + j)]
+
+so the pixels that offset (u, v) sees for every output pixel form the slice
+``x_flat[n, c, u Wp + v : u Wp + v + Ho Wp]``: the *wide* columns ``X~_B``,
+(K, |B| Ho Wp), are kh kw slice copies of Ho Wp floats each. The product
+``W_mat X~_B`` is y on a grid Wp wide; its columns j >= Wo wrapped around the
+row edge and are dropped. With stride s the same holds within each stride
+phase of ``x_pad`` (the pixels ``x_pad[a::s, b::s]``, see :func:`flat_phases`):
+offset (u, v) reads phase (u mod s, v mod s) shifted by (u // s, v // s).
+For the weight gradient, ``dY_B`` is spread on the same wide grid with zeros in
+the wrapped columns, so ``dY~_B X~_B^T = dY_B X_B^T``.
+
+**The input gradient as a convolution.** At stride 1, ``dx`` is the
+convolution of ``dy``, zero-padded by ``k - 1 - p``, with the kernel turned
+round and its channel axes swapped:
+
+.. math::
+    dx[n, c, h, w] = \sum_{o, u, v} W[o, c, k_h-1-u, k_w-1-v]\,
+                     dy_{pad}[n, o, h + u, w + v]
+
+which is the forward pass again (one product per group, no col2im and none of
+its strided adds). Strided layers keep ``W_mat^T dY_B`` and col2im.
 
 Why groups, rather than the whole batch or one image at a time: ``X_B`` is kh kw
 times larger than its images (9x for 3x3), so for the whole batch it would be
-written to memory by im2col and read back by the product; a group of a few MiB
-(:attr:`Conv2d.group_bytes`) is still in the CPU cache when the product reads
-it. Images are still put side by side when they are small (ResNet's 7x7 maps):
-the product, above all ``dY_B X_B^T``, whose sum runs over the |B| P columns,
-gets wider and the per-group Python overhead is spread over more work.
+written to memory by the copies and read back by the product; a group of a few
+MiB (:attr:`Conv2d.group_bytes`) is still in the CPU cache when the product
+reads it. The columns and the product live in :func:`~minicnn.layers.base.scratch`
+buffers reused from layer to layer: a fresh array of a few MiB costs a page
+fault per 4 KiB the first time it is written, which measured as much as the
+copies themselves.
 
-The backward pass rebuilds ``X_B`` instead of keeping it from the forward pass:
-one more im2col per group, but the layer holds only ``x`` between the passes,
-and when ``param_grads`` is False (only ``dx`` wanted, as in most
-visualizations) no ``X_B`` is built at all.
+The backward pass rebuilds ``X~_B`` instead of keeping it from the forward
+pass: the layer holds only ``x`` between the passes, and when ``param_grads``
+is False (only ``dx`` wanted, as in most visualizations) no columns of ``x``
+are built at all.
 
-A 1x1 convolution without padding needs no im2col: every field is one pixel,
-so the input (after taking every s-th pixel) is ``X_B`` with its (B, C) axes
-swapped. The forward pass skips the groups for it: ``y[n]`` viewed as (O, P) is
-``W_mat x[n]`` viewed as (O, C) @ (C, P), one product per image, which
-``matmul`` runs over the stacked images straight into the output.
+A 1x1 convolution without padding needs no columns: every field is one pixel,
+so ``y[n]`` viewed as (O, P) is ``W_mat x[n]`` viewed as (O, C) @ (C, P), one
+product per image, which ``matmul`` runs over the stacked images straight
+into the output.
 """
 import numpy as np
 
-from .base import Layer, xp_of, kaiming_uniform
+from .base import Layer, xp_of, kaiming_uniform, scratch
 from ..backend import DEFAULT_DTYPE
 
 
@@ -101,8 +128,7 @@ def col2im(cols, padded_size, stride):
 
 
 def pad_spatial(x, padding):
-    """``x`` with zeros around its height and width (``xp.pad`` costs twice as much
-    on the small per-group batches the convolution pads)."""
+    """``x`` with zeros around its height and width (``xp.pad`` costs twice as much)."""
     (ph, pw) = padding
     if ph == 0 and pw == 0:
         return x
@@ -117,18 +143,97 @@ def output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
+class WideGrid:
+    """Where the wide lowering puts things, for one kernel, stride and output size.
+
+    Each stride phase of the padded input is a (Hq, Wq) grid with
+    ``Hq = Ho + (kh - 1) // sh`` and ``Wq = Wo + (kw - 1) // sw`` (the rows and
+    columns some window reads); the wide output is Ho rows of Wq, ``length`` in all.
+    """
+
+    def __init__(self, kernel, stride, out_size):
+        (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_size
+        self.kernel, self.stride, self.out_size = kernel, stride, out_size
+        self.hq, self.wq = ho + (kh - 1) // sh, wo + (kw - 1) // sw
+        self.length = ho * self.wq
+        # offset (u, v): phase (u % sh, v % sw), shifted by u // sh rows and v // sw columns
+        self.starts = [((u % sh) * sw + v % sw) * self.hq * self.wq + (u // sh) * self.wq + v // sw
+                       for u in range(kh) for v in range(kw)]
+        # the last slice reaches (kw - 1) // sw past the last phase: zeros there
+        self.flat_size = sh * sw * self.hq * self.wq + (kw - 1) // sw
+
+    def flat_phases(self, x, padding):
+        """x (N, C, H, W) -> x_flat (N, C, flat_size): ``x_pad`` split into its stride
+        phases, each phase's (Hq, Wq) grid flattened, phases one after another."""
+        xp = xp_of(x)
+        n, c, h, w = x.shape
+        (sh, sw), (ph, pw), hq, wq = self.stride, padding, self.hq, self.wq
+        # pixels of x that some window reads (a ragged last row or column may be unread)
+        rows, cols = max(0, min(h, hq * sh - ph)), max(0, min(w, wq * sw - pw))
+        flat = xp.zeros((n, c, self.flat_size), dtype=x.dtype)
+        if (sh, sw) == (1, 1):
+            x_pad = flat[:, :, :hq * wq].reshape(n, c, hq, wq)
+        else:
+            x_pad = xp.zeros((n, c, hq * sh, wq * sw), dtype=x.dtype)
+        x_pad[:, :, ph:ph + rows, pw:pw + cols] = x[:, :, :rows, :cols]
+        if (sh, sw) != (1, 1):
+            phased = x_pad.reshape(n, c, hq, sh, wq, sw).transpose(0, 1, 3, 5, 2, 4)
+            flat[:, :, :sh * sw * hq * wq].reshape(n, c, sh, sw, hq, wq)[...] = phased
+        return flat
+
+    def columns(self, x_flat, out):
+        """Fill ``out`` (C, kh kw, m, length) with the wide columns of the m images
+        ``x_flat`` (m, C, flat_size); return it as the (K, m length) matrix ``X~_B``."""
+        images = x_flat.transpose(1, 0, 2)  # (C, m, flat_size): the slices land in order
+        for k, start in enumerate(self.starts):
+            out[:, k] = images[:, :, start:start + self.length]
+        return out.reshape(-1, out.shape[2] * self.length)
+
+    def narrow(self, wide):
+        """The wide product (O, m, Ho, Wq) without its wrapped columns: (m, O, Ho, Wo), a view."""
+        return wide[:, :, :, :self.out_size[1]].transpose(1, 0, 2, 3)
+
+
+def correlate(x, weight, stride, padding, group_bytes, out=None):
+    """``y[n, o, i, j] = sum_{c,u,v} weight[o, c, u, v] x_pad[n, c, s i + u, s j + v]``
+    through the wide lowering, group by group; ``out`` (N, O, Ho, Wo) if given."""
+    xp = xp_of(x)
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    ho = output_size(h, kh, stride[0], padding[0])
+    wo = output_size(w, kw, stride[1], padding[1])
+    grid = WideGrid((kh, kw), stride, (ho, wo))
+    if out is None:
+        out = xp.empty((n, o, ho, wo), dtype=x.dtype)
+    x_flat = grid.flat_phases(x, padding)
+    w_mat = weight.reshape(o, -1)
+    for group in image_groups(n, (c * kh * kw + o) * grid.length * x.dtype.itemsize,
+                              group_bytes):
+        m = group.stop - group.start
+        cols = grid.columns(x_flat[group], scratch(xp, "columns", (c, kh * kw, m, grid.length),
+                                                   x.dtype))
+        wide = scratch(xp, "product", (o, m * grid.length), x.dtype)
+        xp.matmul(w_mat, cols, out=wide)
+        out[group] = grid.narrow(wide.reshape(o, m, ho, grid.wq))
+    return out
+
+
+def image_groups(n, per_image_bytes, group_bytes):
+    """Slices of a batch of n whose temporaries take about ``group_bytes`` (at least one image)."""
+    size = min(n, max(1, group_bytes // per_image_bytes))
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
 class Conv2d(Layer):
     """Convolution with ``weight`` (O, C, kh, kw) and optional ``bias`` (O,)."""
     fresh_output = True
 
     group_bytes = 4 << 20
-    """Memory one group of images may take for its column matrix ``X_B`` and its
-    product ``Y_B`` together; a group holds as many images as fit, at least one.
+    """Memory one group of images may take for its columns and their product
+    together; a group holds as many images as fit, at least one.
 
     Chosen by measurement on a 2-core AMD EPYC with 32 MiB of L3: 4 MiB keeps a
-    group in cache from im2col to the product, puts the 7x7 maps of ResNet's
-    last stage four images to a group, and leaves most of its 56x56 layers one
-    image per group, where the output needs no rearranging (see :meth:`forward`)."""
+    group in cache from the copies to the product."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  bias=True, rng=None, dtype=DEFAULT_DTYPE):
@@ -155,47 +260,6 @@ class Conv2d(Layer):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={'bias' in self.params}")
 
-    def _groups(self, x, out_size):
-        """Slices of the batch whose ``X_B`` and ``Y_B`` take about ``group_bytes``."""
-        (kh, kw), (ho, wo) = self.kernel_size, out_size
-        per_image = (self.in_channels * kh * kw + self.out_channels) * ho * wo * x.dtype.itemsize
-        n = x.shape[0]
-        size = min(n, max(1, self.group_bytes // per_image))
-        return [slice(start, min(start + size, n)) for start in range(0, n, size)]
-
-    def _columns(self, x, out_size):
-        """im2col of the images ``x`` (m, C, H, W): ``X_B`` of shape (C kh kw, m Ho Wo)."""
-        xp = xp_of(x)
-        m, c = x.shape[:2]
-        (kh, kw), (sh, sw), (ho, wo) = self.kernel_size, self.stride, out_size
-        if self.is_pointwise:  # a view for one image at stride 1, else one copy
-            x = x[:, :, ::sh, ::sw]
-            return x.transpose(1, 0, 2, 3).reshape(c, m * ho * wo)
-        x_pad = pad_spatial(x, self.padding)
-        # Allocated in the order (C, kh, kw, m, Ho, Wo), so that the reshape to
-        # (K, m P) is free; im2col fills it through a transposed view.
-        cols = xp.empty((c, kh, kw, m, ho, wo), dtype=x.dtype)
-        im2col(x_pad, self.kernel_size, self.stride, out_size, out=cols.transpose(3, 0, 1, 2, 4, 5))
-        return cols.reshape(c * kh * kw, m * ho * wo)
-
-    def _input_grad(self, dcols, x_shape, out_size):
-        """Adjoint of :meth:`_columns`: ``dX_B`` (C kh kw, m Ho Wo) -> dx (m, C, H, W)."""
-        xp = xp_of(dcols)
-        m, c, h, w = x_shape
-        (kh, kw), (sh, sw), (ph, pw), (ho, wo) = (self.kernel_size, self.stride, self.padding,
-                                                  out_size)
-        if self.is_pointwise:
-            dx_sub = dcols.reshape(c, m, ho, wo).transpose(1, 0, 2, 3)
-            if (sh, sw) == (1, 1):
-                return dx_sub
-            dx = xp.zeros(x_shape, dtype=dcols.dtype)  # pixels the stride skips get 0
-            dx[:, :, ::sh, ::sw] = dx_sub
-            return dx
-        # The transposed view turns (C, kh, kw, m, Ho, Wo) back into im2col's order.
-        dcols = dcols.reshape(c, kh, kw, m, ho, wo).transpose(3, 0, 1, 2, 4, 5)
-        dx_pad = col2im(dcols, (h + 2 * ph, w + 2 * pw), (sh, sw))
-        return dx_pad[:, :, ph:ph + h, pw:pw + w]
-
     def forward(self, x):
         self._check_input(x, ("N", self.in_channels, "H", "W"))
         xp = xp_of(x)
@@ -205,55 +269,84 @@ class Conv2d(Layer):
         if ho < 1 or wo < 1:
             raise ValueError(f"{self._describe()}: input {h}x{w} is smaller than the "
                              f"{kh}x{kw} kernel with padding {self.padding}")
-        weight = self.params["weight"].reshape(self.out_channels, -1)
-        out = xp.empty((n, self.out_channels, ho, wo), dtype=x.dtype)
+        weight = self.params["weight"]
         if self.is_pointwise:
             # Every field is one pixel: one product (O, C) @ (C, Ho Wo) per image, which
             # matmul runs over the stacked images straight into ``out``, no copies.
+            out = xp.empty((n, self.out_channels, ho, wo), dtype=x.dtype)
             pixels = x if (sh, sw) == (1, 1) else x[:, :, ::sh, ::sw]
-            xp.matmul(weight, pixels.reshape(n, c, ho * wo),
+            xp.matmul(weight.reshape(self.out_channels, c), pixels.reshape(n, c, ho * wo),
                       out=out.reshape(n, self.out_channels, ho * wo))
         else:
-            for group in self._groups(x, (ho, wo)):
-                cols = self._columns(x[group], (ho, wo))
-                if group.stop - group.start == 1:
-                    # one image: out[n] viewed as (O, P) is Y_B's layout: write there
-                    xp.matmul(weight, cols, out=out[group].reshape(self.out_channels, -1))
-                else:
-                    y = weight @ cols  # (O, m P)
-                    out[group] = y.reshape(self.out_channels, -1, ho, wo).transpose(1, 0, 2, 3)
+            out = correlate(x, weight, self.stride, self.padding, self.group_bytes)
         if "bias" in self.params:
             out += self.params["bias"][:, None, None]
-        self.cache = x  # backward rebuilds X_B from it
+        self.cache = x  # backward rebuilds the columns from it
         self.out_shape = out.shape
         return out
 
     def backward(self, dout):
         self._check_backward(dout)
         x = self.cache
-        xp = xp_of(dout)
-        ho, wo = self.out_shape[2:]
-        weight = self.params["weight"].reshape(self.out_channels, -1)
-        groups = self._groups(x, (ho, wo))
-        # One group (a single image, or small ones) returns its dx as is; several
-        # fill one array, so that each group's temporaries are freed and reused.
-        dtype = xp.result_type(weight.dtype, dout.dtype)
-        dx = None if len(groups) == 1 else xp.empty(x.shape, dtype=dtype)
-        dweight = None
-        for group in groups:
-            # dY_B as (O, m P), the layout of the forward product
-            dy = dout[group].transpose(1, 0, 2, 3).reshape(self.out_channels, -1)
-            if self.param_grads:
-                # X_B^T is a transposed view: BLAS reads it in place, no copy
-                part = dy @ self._columns(x[group], (ho, wo)).T
-                dweight = part if dweight is None else dweight + part
-            dx_group = self._input_grad(weight.T @ dy, x[group].shape, (ho, wo))
-            if dx is None:
-                dx = dx_group
-            else:
-                dx[group] = dx_group
         if self.param_grads:
-            self.grads["weight"] = dweight.reshape(self.params["weight"].shape)
+            self.grads["weight"] = self._weight_grad(x, dout)
             if "bias" in self.params:
                 self.grads["bias"] = dout.sum(axis=(0, 2, 3))
+        return self._input_grad(dout, x.shape)
+
+    def _weight_grad(self, x, dout):
+        """``dW_mat = sum_B dY_B X_B^T``, through the wide columns."""
+        xp = xp_of(dout)
+        n, c = x.shape[:2]
+        o = self.out_channels
+        if self.is_pointwise:
+            sh, sw = self.stride
+            pixels = x if (sh, sw) == (1, 1) else x[:, :, ::sh, ::sw]
+            # sum over images of dy[n] (O, P) @ x[n]^T (P, C)
+            part = xp.matmul(dout.reshape(n, o, -1), pixels.reshape(n, c, -1).transpose(0, 2, 1))
+            return part.sum(axis=0).reshape(self.params["weight"].shape)
+        (kh, kw), (ho, wo) = self.kernel_size, dout.shape[2:]
+        grid = WideGrid(self.kernel_size, self.stride, (ho, wo))
+        x_flat = grid.flat_phases(x, self.padding)
+        dweight = xp.zeros((o, c * kh * kw), dtype=dout.dtype)
+        for group in image_groups(n, (c * kh * kw + o) * grid.length * x.dtype.itemsize,
+                                  self.group_bytes):
+            m = group.stop - group.start
+            cols = grid.columns(x_flat[group], scratch(xp, "columns",
+                                                       (c, kh * kw, m, grid.length), x.dtype))
+            # dY_B on the wide grid: zeros where the columns wrapped around
+            wide = scratch(xp, "product", (o, m, ho, grid.wq), dout.dtype)
+            wide[:, :, :, wo:] = 0
+            wide[:, :, :, :wo] = dout[group].transpose(1, 0, 2, 3)
+            # X~_B^T is a transposed view: BLAS reads it in place, no copy
+            dweight += wide.reshape(o, -1) @ cols.T
+        return dweight.reshape(self.params["weight"].shape)
+
+    def _input_grad(self, dout, x_shape):
+        """dx: the flipped-kernel convolution of dy at stride 1, else col2im of W_mat^T dY."""
+        xp = xp_of(dout)
+        n, c, h, w = x_shape
+        o = self.out_channels
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        ho, wo = dout.shape[2:]
+        weight = self.params["weight"]
+        if self.is_pointwise:
+            dx_sub = xp.matmul(weight.reshape(o, c).T, dout.reshape(n, o, ho * wo))
+            dx_sub = dx_sub.reshape(n, c, ho, wo)
+            if (sh, sw) == (1, 1):
+                return dx_sub
+            dx = xp.zeros(x_shape, dtype=dout.dtype)  # pixels the stride skips get 0
+            dx[:, :, ::sh, ::sw] = dx_sub
+            return dx
+        if (sh, sw) == (1, 1) and ph < kh and pw < kw:
+            flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
+            return correlate(dout, xp.ascontiguousarray(flipped), (1, 1),
+                             (kh - 1 - ph, kw - 1 - pw), self.group_bytes)
+        # Strided: dX_B = W_mat^T dY_B per image, handed back to the pixels by col2im.
+        dx = xp.empty(x_shape, dtype=dout.dtype)
+        w_mat = weight.reshape(o, -1)
+        for i in range(n):
+            dcols = (w_mat.T @ dout[i].reshape(o, -1)).reshape(1, c, kh, kw, ho, wo)
+            dx_pad = col2im(dcols, (h + 2 * ph, w + 2 * pw), (sh, sw))
+            dx[i] = dx_pad[0, :, ph:ph + h, pw:pw + w]
         return dx
