@@ -23,6 +23,8 @@ gradients, which add many more points, are compared in float64 only; they are
 the one-pass gradient (compared in float32 on ResNet-50) summed, and that sum
 is compared in float32 on the small networks.
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -294,3 +296,34 @@ def test_gpu_matches_numpy(dev, digits64, method):
     assert type(got).__module__.split(".")[0] == dev.xp.__name__
     np.testing.assert_allclose(dev.numpy(got), expected, rtol=1e-9,
                                atol=1e-12 * np.abs(expected).max())
+
+
+# -- the command and the gallery section ---------------------------------------------------
+def test_saliency_command_writes_the_figure(tmp_path, capsys):
+    from minicnn.cli import main
+    out = tmp_path / "s.png"
+    assert main(["saliency", "--method", "vanilla,grad-cam", "--method", "guided",
+                 "--limit", "2", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert main(["saliency", "--method", "vanila", "--limit", "1",
+                 "--out", str(tmp_path / "bad.png")]) == 2
+    assert "unknown saliency method 'vanila'" in capsys.readouterr().err
+    assert main(["saliency", "--method", "grad-cam", "--target", "res3:4", "--limit", "1",
+                 "--out", str(tmp_path / "late.png")]) == 2
+    assert "comes after the target's own layer" in capsys.readouterr().err
+    assert not (tmp_path / "bad.png").exists() and not (tmp_path / "late.png").exists()
+
+
+def test_gallery_section_writes_both_figures_with_measured_captions(tmp_path):
+    from minicnn.cli import saliency
+    from minicnn.gallery import GalleryContext
+    net = minicnn.load()
+    context = GalleryContext(net, as_dataset(None, net).subset([0, 1]), tmp_path)
+    saliency.gallery(context)
+    names = [entry[1] for entry in context.entries]
+    assert names == ["saliency.png", "saliency_completeness.png"]
+    assert all((tmp_path / name).read_bytes()[:4] == b"\x89PNG" for name in names)
+    caption = context.entries[1][3]
+    first, last = (float(v) for v in re.findall(r"(\S+) at \d+ steps", caption))
+    assert last < first  # the gap shrinks from 2 to 64 steps, as the figure shows

@@ -141,4 +141,4 @@ def gallery(context):
                 "saliency_completeness.png", "Integrated gradients: the completeness gap",
                 f"|sum of attributions - (S(x) - S(0))| per image against the number of "
                 f"steps: mean {mean_gaps[0]:.3g} at {steps[0]} steps, {mean_gaps[-1]:.3g} at "
-                f"{steps[-1]} (|S(x) - S(0)| averages {float(np.mean(np.abs(differences))):.3g}).")
+                f"{steps[-1]} steps (|S(x) - S(0)| averages {float(np.mean(np.abs(differences))):.3g}).")
