@@ -12,6 +12,11 @@ from .receptive_field import receptive_field, field_box, layer_size, ReceptiveFi
 from .saliency import (saliency_map, vanilla_gradient, guided_backprop, deconvnet, smoothgrad,
                        integrated_gradients, completeness_gap)
 from .grad_cam import grad_cam, upsample, guided_grad_cam
+from .class_model import class_model, class_model_objective
+from .inversion import invert, inversion_objective, code_error, compare_optimizers
+from .dream import make_step, dream, dream_objective
+from .style import (style_transfer, style_objective, style_loss, content_loss, gram_matrix,
+                    style_statistic)
 
 __all__ = ["input_gradient", "backprop_target", "parse_target", "using_relu_mode", "check_batch",
            "Target", "Backprop", "receptive_field", "field_box", "layer_size", "ReceptiveField"]
@@ -32,3 +37,6 @@ from .top_patches import top_patches, patch_projections, Patch
 from .occlusion import occlusion_map
 __all__ += ["first_layer_filters", "activations", "stage_activations", "strongest_channels",
             "overview_layers", "top_patches", "patch_projections", "Patch", "occlusion_map"]
+__all__ += ["class_model", "class_model_objective", "invert", "inversion_objective", "code_error",
+            "compare_optimizers", "make_step", "dream", "dream_objective", "style_transfer",
+            "style_objective", "style_loss", "content_loss", "gram_matrix", "style_statistic"]

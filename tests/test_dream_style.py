@@ -1,0 +1,230 @@
+"""DeepDream and neural style: every objective's gradient against torch autograd
+(CIFAR ResNet and ResNet-50, random weights, float64) and centered differences;
+one make_step against the same step written in torch; reproducibility; bad input;
+and the real CIFAR ResNet-56 lowering the style loss by at least 90 %."""
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minicnn.techniques import (content_loss, dream, dream_objective, gram_matrix, make_step,
+                                style_loss, style_objective, style_statistic, style_transfer)
+from minicnn.techniques.optimize import valid_range
+
+torch = pytest.importorskip("torch", reason="torch is the oracle: pip install 'minicnn[oracle]'")
+from optimize_oracle import (check_against_torch, check_numerically, float64_pair,  # noqa: E402
+                             torch_features, torch_tv)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+CHECKPOINT = DATA / "resnet56-4bfd9763.th"
+
+
+@pytest.fixture(scope="module", params=[("cifar", 8, 16), ("torchvision", 50, 64)],
+                ids=["cifar_resnet8", "resnet50"])
+def model_pair(request):
+    variant, depth, size = request.param
+    net, model = float64_pair(depth, variant, size)
+    rng = np.random.default_rng(1)
+    images = [0.5 * rng.standard_normal((n, 3, size, size)) for n in (2, 1, 1, 1)]
+    return net, model, images
+
+
+def torch_statistic(features, statistic):
+    n, c = features.shape[:2]
+    flat = features.reshape(n, c, -1)
+    if statistic == "gram":
+        return flat @ flat.transpose(1, 2)
+    mean = flat.mean(dim=2)
+    if statistic == "mean":
+        return mean
+    return torch.stack([mean, torch.sqrt(flat.var(dim=2, unbiased=False) + 1e-5)], dim=1)
+
+
+def torch_style_loss(features, target, statistic):
+    c, m = features.shape[1], features.shape[2] * features.shape[3]
+    squared = ((torch_statistic(features, statistic) - target) ** 2).sum()
+    return squared / (4 * c * c * m * m) if statistic == "gram" else squared / c
+
+
+@pytest.mark.parametrize("statistic", ["gram", "mean", "mean_std"])
+def test_style_objective_matches_autograd(model_pair, statistic):
+    net, model, (x, content, style_a, style_b) = model_pair
+    layers = {"conv1_relu": 0.2, "res2": 0.5, "res3": 0.3}
+    objective = style_objective(net, np.concatenate([content, style_b]), [style_a, style_b],
+                                "res3", layers, content_weight=0.7, style_weight=50.0,
+                                tv_weight=0.01, statistic=statistic, style_blend=[3, 1])
+    with torch.no_grad():
+        content_code = torch_features(model, torch.tensor(np.concatenate([content, style_b])))
+        targets = {name: 0.75 * torch_statistic(torch_features(model, torch.tensor(style_a))[name],
+                                                statistic)
+                   + 0.25 * torch_statistic(torch_features(model, torch.tensor(style_b))[name],
+                                            statistic) for name in layers}
+
+    def reference(xt):
+        features = torch_features(model, xt)
+        total = 0.7 * 0.5 * ((features["res3"] - content_code["res3"]) ** 2).sum()
+        for name, weight in layers.items():
+            total = total + 50.0 * weight * torch_style_loss(features[name], targets[name],
+                                                             statistic)
+        return total + 0.01 * torch_tv(xt)
+    check_against_torch(objective, reference, x)
+
+
+@pytest.mark.parametrize("guided", [False, True], ids=["l2", "guided"])
+def test_dream_objective_matches_autograd(model_pair, guided):
+    net, model, (x, guide, _, _) = model_pair
+    objective = dream_objective(net, "res3", guide if guided else None)
+    with torch.no_grad():
+        guide_code = torch_features(model, torch.tensor(guide))["res3"]
+        guide_features = guide_code.reshape(guide_code.shape[1], -1)  # (C, M')
+
+    def reference(xt):
+        a = torch_features(model, xt)["res3"]
+        if not guided:
+            return -0.5 * (a ** 2).sum()
+        flat = a.reshape(a.shape[0], a.shape[1], -1)
+        return -(flat.transpose(1, 2) @ guide_features).max(dim=2).values.sum()
+    check_against_torch(objective, reference, x)
+
+
+def test_make_step_equals_the_step_written_in_torch(model_pair):
+    net, model, (x, _, _, _) = model_pair
+    ours = make_step(net, x, "res3", step_size=1.5, shift=(3, -5))
+    low, high = (torch.tensor(b) for b in valid_range(net, x))
+    rolled = torch.roll(torch.tensor(x), shifts=(3, -5), dims=(2, 3)).requires_grad_(True)
+    (0.5 * (torch_features(model, rolled)["res3"] ** 2).sum()).backward()
+    g = rolled.grad
+    stepped = rolled.detach() + 1.5 / g.abs().mean() * g
+    expected = torch.minimum(torch.maximum(torch.roll(stepped, (-3, 5), (2, 3)), low), high)
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_losses_and_statistics_against_their_definitions():
+    rng = np.random.default_rng(7)
+    features, target = rng.standard_normal((2, 4, 3, 5)), rng.standard_normal((2, 4, 3, 5))
+    np.testing.assert_allclose(gram_matrix(features)[1],
+                               features[1].reshape(4, -1) @ features[1].reshape(4, -1).T)
+    loss, grad = content_loss(features, target)
+    assert loss == pytest.approx(0.5 * ((features - target) ** 2).sum())
+    for statistic in ("gram", "mean", "mean_std"):
+        stat = style_statistic(target, statistic)
+        loss, grad = style_loss(features, stat, statistic)
+        ft = torch.tensor(features, requires_grad=True)
+        expected = torch_style_loss(ft, torch.tensor(stat), statistic)
+        expected.backward()
+        assert loss == pytest.approx(expected.item(), rel=1e-12)
+        np.testing.assert_allclose(grad, ft.grad.numpy(), rtol=1e-9, atol=1e-13)
+
+
+def test_objectives_match_centered_differences_on_a_tiny_image():
+    net, _ = float64_pair(8, "cifar", 8, seed=4)
+    rng = np.random.default_rng(5)
+    x, content, style = (0.5 * rng.standard_normal((1, 3, 8, 8)) for _ in range(3))
+    check_numerically(dream_objective(net, "res2"), x)
+    check_numerically(dream_objective(net, "res3", guide=style), x)
+    for statistic in ("gram", "mean", "mean_std"):
+        check_numerically(style_objective(net, content, style, "res3", ["conv1_relu", "res2"],
+                                          style_weight=20.0, tv_weight=0.1,
+                                          statistic=statistic), x)
+
+
+def test_dream_and_style_are_reproducible_and_keep_the_valid_range():
+    net, _ = float64_pair(8, "cifar", 16, seed=1)
+    image = 0.5 * np.random.default_rng(2).standard_normal((1, 3, 16, 16))
+    runs = [dream(net, image, "res3", octaves=2, steps=2, jitter=4, rng=seed,
+                  progress=False) for seed in (1, 1, 2)]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert not np.array_equal(runs[0][0], runs[2][0])
+    assert runs[0][0].shape == image.shape and len(runs[0][1]) == 4
+    low, high = valid_range(net, image)
+    assert np.all(runs[0][0] >= low) and np.all(runs[0][0] <= high)
+    styles = [style_transfer(net, image, image[:, :, ::-1], "res3", ["res2"], steps=3,
+                             init="noise", rng=3, progress=False)[0] for _ in range(2)]
+    np.testing.assert_array_equal(*styles)
+
+
+def test_preserved_colors_keep_the_contents_chroma():
+    net, _ = float64_pair(8, "cifar", 16, seed=1)
+    rng = np.random.default_rng(3)
+    content, style = (0.5 * rng.standard_normal((1, 3, 16, 16)) for _ in range(2))
+    x, _ = style_transfer(net, content, style, "res3", ["res2"], steps=5, preserve_colors=True,
+                          progress=False)
+    from minicnn.techniques.style import YIQ, _to_rgb
+    spec = net.metadata["preprocessing"]
+
+    def chroma(image):
+        return np.einsum("ij,njhw->nihw", YIQ, _to_rgb(image, spec))[:, 1:]
+    inside = (x > valid_range(net, x)[0] + 1e-9) & (x < valid_range(net, x)[1] - 1e-9)
+    mask = inside.all(axis=1, keepdims=True)[:, [0, 0]]
+    np.testing.assert_allclose(chroma(x)[mask], chroma(content)[mask], atol=1e-9)
+
+
+def test_bad_input_is_refused_or_said():
+    net, _ = float64_pair(8, "cifar", 16)
+    content = np.zeros((1, 3, 16, 16))
+    with pytest.warns(UserWarning, match=r"style image of size \(12, 20\) resized"):
+        x, _ = style_transfer(net, content, np.zeros((1, 3, 12, 20)), "res3", ["res2"], steps=1,
+                              progress=False)
+    assert x.shape == content.shape
+    with pytest.raises(ValueError, match="unknown statistic 'median'"):
+        style_transfer(net, content, content, "res3", ["res2"], statistic="median")
+    with pytest.raises(ValueError, match="unknown init 'white'"):
+        style_transfer(net, content, content, "res3", ["res2"], init="white")
+    with pytest.raises(KeyError, match="unknown layer name 'res2x'"):
+        style_transfer(net, content, content, "res3", ["res2x"])
+    with pytest.raises(KeyError, match="unknown layer name"):
+        dream(net, content, "conv9")
+    with pytest.raises(ValueError, match="steps must be a positive"):
+        style_transfer(net, content, content, "res3", ["res2"], steps=0)
+    with pytest.raises(ValueError, match="steps must be a positive"):
+        dream(net, content, "res3", steps=0)
+    with pytest.raises(ValueError, match="octave_scale"):
+        dream(net, content, "res3", octave_scale=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # same size: no warning
+        style_transfer(net, content, content, "res3", ["res2"], steps=1, progress=False)
+
+
+def test_dream_and_style_on_the_device(dev):
+    net, _ = float64_pair(8, "cifar", 16, seed=2)
+    image = 0.5 * np.random.default_rng(4).standard_normal((1, 3, 16, 16))
+    expected_dream = dream(net, image, "res3", octaves=2, steps=2, jitter=3, progress=False)[0]
+    expected_style = style_transfer(net, image, image[:, :, ::-1], "res3", ["res2"], steps=3,
+                                    statistic="mean_std", progress=False)[0]
+    dev.layer(net)
+    x = dev.array(image)
+    ours = dream(net, x, "res3", octaves=2, steps=2, jitter=3, progress=False)[0]
+    np.testing.assert_allclose(dev.numpy(ours), expected_dream, rtol=1e-8, atol=1e-9)
+    styled = style_transfer(net, x, x[:, :, ::-1], "res3", ["res2"], steps=3,
+                            statistic="mean_std", progress=False)[0]
+    np.testing.assert_allclose(dev.numpy(styled), expected_style, rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def resnet56(tmp_path_factory):
+    if not CHECKPOINT.is_file() or not (DATA / "test").is_dir():
+        pytest.skip(f"real CIFAR-10 ResNet-56 or test images not found at {DATA}")
+    from minicnn.io.convert import convert
+    from minicnn.io.model_file import load
+    path = tmp_path_factory.mktemp("resnet56") / "resnet56.h5"
+    convert(CHECKPOINT, path)
+    return load(path)
+
+
+def _photo(net, name, index):
+    from minicnn.images import load_image, preprocess
+    path = sorted((DATA / "test" / name).glob("*.jpg"))[index]
+    return preprocess(load_image(path), net.metadata["preprocessing"])[None]
+
+
+@pytest.mark.parametrize("statistic", ["gram", "mean_std"])
+def test_resnet56_style_transfer_lowers_the_style_loss_by_90_percent(resnet56, statistic):
+    content, style = _photo(resnet56, "cat", 0), _photo(resnet56, "frog", 3)
+    x, history = style_transfer(resnet56, content, style, statistic=statistic, steps=60,
+                                progress=False)
+    measure = style_objective(resnet56, content, style, content_weight=0.0, style_weight=1.0,
+                              statistic=statistic)
+    before, after = measure(content)[0], measure(x)[0]
+    assert after <= 0.1 * before, (before, after)
+    assert history.loss[-1] < history.loss[0]
