@@ -39,7 +39,8 @@ def torch_loop(model, x, size, stride, fill, score):
             for i in range(rows):
                 for j in range(columns):
                     occluded = torch.from_numpy(x[image:image + 1].copy())
-                    occluded[:, :, i * stride:i * stride + size, j * stride:j * stride + size] = fill
+                    top, left = i * stride, j * stride
+                    occluded[:, :, top:top + size, left:left + size] = fill
                     out[image, i, j] = score(model, occluded, image)
     return out
 
