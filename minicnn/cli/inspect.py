@@ -150,7 +150,7 @@ def gallery(context):
     from ..plots.features import (activation_grid, filter_grid, stage_overview,
                                   top_patches_figure)
     from ..techniques import (activations, first_layer_filters, occlusion_map, patch_projections,
-                              stage_activations, strongest_channels, top_patches)
+                              receptive_field, stage_activations, strongest_channels, top_patches)
     net, data = context.net, context.data
     spec = net.metadata["preprocessing"]
     filters = first_layer_filters(net)
@@ -178,12 +178,12 @@ def gallery(context):
     patches = top_patches(net, data, layer, channels=range(6), k=6, progress=False)
     seconds = time.perf_counter() - start
     projections = patch_projections(net, data, layer, patches, progress=False)
-    box = next(iter(patches.values()))[0].box
+    field = receptive_field(net, layer).size
     context.add(top_patches_figure(patches, data.pixels, projections, spec, layer=layer),
                 "top_patches.png", f"Maximally activating patches of {layer}",
                 f"For channels 0-5 of {layer}, the 6 strongest activations over all "
                 f"{len(data)} images ({seconds:.1f} s), each cropped to its receptive field "
-                f"(e.g. {box[2] - box[0]}x{box[3] - box[1]} pixels) beside its guided-backprop "
+                f"({field[0]}x{field[1]} pixels, clipped at the border) beside its guided-backprop "
                 "projection; the number is the activation.")
 
     count = min(4, len(data))
@@ -196,7 +196,7 @@ def gallery(context):
     seconds = time.perf_counter() - start
     fig = _occlusion_figure(net, data, list(range(count)), x, target, maps, size, stride, logits)
     context.add(fig, "occlusion.png", "Occlusion",
-                f"The predicted class's probability as a {size}x{size} square of the mean colour "
-                f"moves by {stride} pixels ({maps.shape[1]}x{maps.shape[2]} positions, "
+                f"The predicted class's probability as a square of {size}x{size} pixels of the "
+                f"mean colour moves by {stride} pixels ({maps.shape[1]}x{maps.shape[2]} positions, "
                 f"{seconds:.1f} s for {count} images); lowest values per image: "
                 + ", ".join(f"{float(m.min()):.3f}" for m in maps) + ".")
