@@ -139,6 +139,8 @@ def test_bad_input_gives_clear_errors(digits_net):
         top_patches(net, x, "res7", progress=False)
     with pytest.raises(ValueError, match="channel 16 is not valid for layer 'res2'; valid: 0 to "):
         top_patches(net, x, "res2", channels=[0, 16], progress=False)
+    with pytest.raises(ValueError, match="no channels given for layer 'res2'"):
+        top_patches(net, x, "res2", channels=[], progress=False)
     with pytest.raises(ValueError, match="k must be at least 1"):
         top_patches(net, x, "res2", k=0, progress=False)
     with pytest.raises(ValueError, match="no images were poured in"):

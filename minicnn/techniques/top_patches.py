@@ -88,10 +88,13 @@ def _channels(channels, count, layer):
     if channels is None:
         return list(range(count))
     channels = [int(c) for c in np.atleast_1d(channels)]
+    if not channels:
+        raise ValueError(f"no channels given for layer {layer!r}; give at least one of 0 to "
+                         f"{count - 1}, or None for all")
     bad = [c for c in channels if not 0 <= c < count]
-    if bad or not channels:
-        raise ValueError(f"channel {bad[0] if bad else 'list'} is not valid for layer {layer!r}; "
-                         f"valid: 0 to {count - 1}")
+    if bad:
+        raise ValueError(f"channel {bad[0]} is not valid for layer {layer!r}; valid: 0 to "
+                         f"{count - 1}")
     return channels
 
 
