@@ -10,7 +10,9 @@ that the fields of the stem and of stage 2 do not cover the whole image):
   channel of the gradient is nonzero) lies inside ``field_box``;
 * with a test-only network in which every path from the neuron to a pixel of
   its field carries a positive gradient, the support fills the box exactly: a
-  field box one pixel too large or too small fails.
+  field box one pixel too large or too small fails. (A box is a bounding box;
+  it has no holes because in these ResNets no stride jumps further than the
+  field it strides over is wide.)
 
 One backward pass probes many neurons at once: in eval mode (batch norm with
 its running statistics) images of a batch never mix, so a batch of identical
