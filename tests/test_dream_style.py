@@ -95,7 +95,8 @@ def test_make_step_equals_the_step_written_in_torch(model_pair):
     rolled = torch.roll(torch.tensor(x), shifts=(3, -5), dims=(2, 3)).requires_grad_(True)
     (0.5 * (torch_features(model, rolled)["res3"] ** 2).sum()).backward()
     g = rolled.grad
-    stepped = rolled.detach() + 1.5 / g.abs().mean() * g
+    levels = (high - low) / 255  # step_size counts pixel levels of 0..255
+    stepped = rolled.detach() + 1.5 * levels / g.abs().mean() * g
     expected = torch.minimum(torch.maximum(torch.roll(stepped, (-3, 5), (2, 3)), low), high)
     np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-10, atol=1e-12)
 

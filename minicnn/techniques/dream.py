@@ -7,7 +7,10 @@ One step (:func:`make_step`), as in the notebook::
     forward to the layer;  objective L2: inject the activation itself, a = dL/da
         for L = (1/2) sum a^2  (guided: the guide's best-matching features)
     backward to the image: g = dL/dx
-    x <- x + step_size g / mean|g|;  roll back;  clip to the valid pixel range
+    x <- x + step_size r g / mean|g|;  roll back;  clip to the valid pixel range
+
+where ``r = (high - low) / 255`` per channel turns ``step_size`` into pixel levels
+of 0..255, the notebook's unit (1.5 levels), whatever the preprocessing.
 
 :func:`dream` runs the steps over an octave pyramid: the image is shrunk
 ``octaves - 1`` times by ``octave_scale``; starting from the smallest, each
@@ -58,7 +61,9 @@ def dream_objective(net, layer, guide=None):
 def _step(objective, image, step_size, shift, bounds, step):
     rolled = roll(image, shift)
     loss, grad = checked_evaluation(objective, rolled, step)
-    rolled = NormalizedStep(step_size).step(rolled, grad)
+    # step_size counts pixel levels of 0..255 (the notebook's unit): step in pixel units
+    levels = (bounds[1] - bounds[0]) / 255
+    rolled = NormalizedStep(step_size).step(rolled / levels, grad) * levels
     return clip_to_range(roll(rolled, (-shift[0], -shift[1])), bounds), loss
 
 
