@@ -37,14 +37,11 @@ def float64_digits(dev):
     return dev.layer(net)
 
 
-def torch_attack(net, spec, images, labels, eps, alpha, steps):
-    """The PGD loop (random_start False) written directly in torch, float64."""
+def torch_pgd(model, spec, images, labels, eps, alpha, steps):
+    """The PGD loop (random_start False; one step of size eps is FGSM) written
+    directly in torch on a torch ``model``, float64."""
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
-    from torch_resnets import TorchCifarResNet, load_minicnn_state
-    from minicnn.backend import to_cpu
-    state = {k: to_cpu(v) for k, v in net.state_dict().items()}
-    model = load_minicnn_state(TorchCifarResNet(8).double(), state, 8).eval()
     scale = 255.0 * spec.get("scale", 1.0)
     mean = torch.tensor(spec["mean"], dtype=torch.float64).view(1, 3, 1, 1)
     std = torch.tensor(spec["std"], dtype=torch.float64).view(1, 3, 1, 1)
@@ -58,6 +55,16 @@ def torch_attack(net, spec, images, labels, eps, alpha, steps):
         grad, = torch.autograd.grad(loss, x)
         x = torch.clamp(torch.clamp(x.detach() + alpha * grad.sign(), x0 - eps, x0 + eps), 0, 1)
     return x.numpy()
+
+
+def torch_attack(net, spec, images, labels, eps, alpha, steps):
+    """:func:`torch_pgd` on the torch twin of the digits ResNet-8 ``net``."""
+    pytest.importorskip("torch")
+    from torch_resnets import TorchCifarResNet, load_minicnn_state
+    from minicnn.backend import to_cpu
+    state = {k: to_cpu(v) for k, v in net.state_dict().items()}
+    model = load_minicnn_state(TorchCifarResNet(8).double(), state, 8).eval()
+    return torch_pgd(model, spec, images, labels, eps, alpha, steps)
 
 
 @pytest.mark.parametrize("spec", [None, BGR_SPEC], ids=["digits-spec", "bgr-spec"])
