@@ -229,3 +229,49 @@ def test_resnet56_style_transfer_lowers_the_style_loss_by_90_percent(resnet56, s
     before, after = measure(content)[0], measure(x)[0]
     assert after <= 0.1 * before, (before, after)
     assert history.loss[-1] < history.loss[0]
+
+
+# -- the commands and the gallery section ----------------------------------------------------
+def test_commands_write_their_figures(tmp_path, capsys):
+    from PIL import Image
+    from minicnn.cli import main
+    from minicnn.datasets import as_dataset
+    import minicnn
+    data = as_dataset(None, minicnn.load())
+    paths = []
+    for i in (0, 1):
+        paths.append(str(tmp_path / f"digit{i}.png"))
+        Image.fromarray(data.pixels(i)).save(paths[-1])
+    runs = {"cm.png": ["class-model", "--steps", "3", "--target", "1,7"],
+            "fv.png": ["class-model", "--steps", "2", "--layer", "res3", "--channels", "2"],
+            "inv.png": ["invert", paths[0], "--steps", "5", "--layer", "res2"],
+            "dream.png": ["dream", "--steps", "2", "--layer", "res3", "--size", "40"],
+            "style.png": ["style", paths[0], paths[1], "--steps", "3", "--statistic",
+                          "gram,mean_std"]}
+    for name, argv in runs.items():
+        out = tmp_path / name
+        assert main([*argv, "--out", str(out)]) == 0, name
+        assert out.read_bytes()[:4] == b"\x89PNG"
+        assert f"wrote {out}" in capsys.readouterr().out
+    assert main(["invert", paths[0], "--steps", "0", "--out", str(tmp_path / "bad.png")]) == 2
+    assert "steps must be a positive integer" in capsys.readouterr().err
+    assert main(["dream", "--layer", "res7", "--out", str(tmp_path / "bad.png")]) == 2
+    assert "unknown layer name 'res7'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_gallery_section_writes_every_figure_with_measured_captions(tmp_path):
+    import re
+    import minicnn
+    from minicnn.cli import optimize
+    from minicnn.datasets import as_dataset
+    from minicnn.gallery import GalleryContext
+    net = minicnn.load()
+    context = GalleryContext(net, as_dataset(None, net).subset([0, 1]), tmp_path)
+    optimize.gallery(context)
+    names = [entry[1] for entry in context.entries]
+    assert names == ["class_models.png", "inversion.png", "inversion_optimizers.png",
+                     "dream.png", "style.png"]
+    assert all((tmp_path / name).read_bytes()[:4] == b"\x89PNG" for name in names)
+    finals = dict(re.findall(r"(lbfgs|gradient|adam) ([0-9.e-]+\d)", context.entries[2][3]))
+    assert float(finals["lbfgs"]) < min(float(finals["gradient"]), float(finals["adam"]))
