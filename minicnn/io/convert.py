@@ -125,6 +125,8 @@ def convert(src, dst, arch=None, variant=None, labels=None, source=None):
     if not classifier:
         raise WeightsFormatError(f"{src}: no classifier ('fc' or 'fc8') weights were found")
     num_classes = int(state[classifier[0]].shape[0])
+    if num_classes < 1:
+        raise WeightsFormatError(f"{src}: the classifier '{classifier[0]}' has no classes")
     try:
         net = build(arch, variant, num_classes=num_classes)
         net.load_state_dict(state)

@@ -21,27 +21,47 @@ Short names are what is left of a weight name after removing the path, the
 ``running_mean``, ``running_std`` (Keras 1) or ``kernel``, ``bias``,
 ``moving_mean``, ``moving_variance`` (Keras 2). Arrays are returned as stored:
 conv kernels (kh, kw, in, out), dense kernels (in, out).
+
+The file is treated as hostile (see :mod:`minicnn.io.h5_checks`): names are
+resolved through hard links only, external storage and virtual datasets are
+refused, each dataset must be a float array whose declared size the file can
+hold before it is read, and non-finite weights are refused.
 """
 import re
 
 import h5py
 import numpy as np
 
-from .errors import WeightsFormatError
+from .errors import WeightsFormatError, check_finite
+from .h5_checks import ByteBudget, walk, read_dataset
+
+MAX_DIMS = 8
 
 
-def _names(group, attr):
+def _names(group, attr, path):
     """A list-of-strings attribute, joined from its numbered chunks if split."""
     if attr in group.attrs:
-        values = list(group.attrs[attr])
+        values = list(np.atleast_1d(group.attrs[attr]))
     else:
         values, chunk = [], 0
         while f"{attr}{chunk}" in group.attrs:
-            values.extend(group.attrs[f"{attr}{chunk}"])
+            values.extend(np.atleast_1d(group.attrs[f"{attr}{chunk}"]))
             chunk += 1
         if chunk == 0:
             return None
-    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+    names = []
+    for value in values:
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf8")
+            except UnicodeDecodeError:
+                raise WeightsFormatError(f"{path}: attribute {attr!r} of {group.name!r} holds "
+                                         f"a name that is not UTF-8 text: {value[:40]!r}") from None
+        elif not isinstance(value, str):
+            raise WeightsFormatError(f"{path}: attribute {attr!r} of {group.name!r} holds "
+                                     f"{type(value).__name__} values, not names")
+        names.append(value)
+    return names
 
 
 def _short_name(weight_name, layer):
@@ -60,51 +80,63 @@ def read_keras_h5(path):
     """
     path = str(path)
     open(path, "rb").close()  # a missing file raises FileNotFoundError, not a format error
-    if not h5py.is_hdf5(path):
-        raise WeightsFormatError(f"{path}: not an HDF5 file")
     try:
+        if not h5py.is_hdf5(path):
+            raise WeightsFormatError(f"{path}: not an HDF5 file")
         f = h5py.File(path, "r")
-    except OSError as exc:
-        raise WeightsFormatError(f"{path}: cannot open as HDF5 ({exc})") from exc
+    except (OSError, RuntimeError, ValueError) as exc:
+        if isinstance(exc, WeightsFormatError):
+            raise
+        raise WeightsFormatError(f"{path}: cannot open as HDF5 ({exc})") from None
     try:
         with f:
             return _read_layers(f, path)
-    except OSError as exc:  # a damaged file fails when its data is read
-        raise WeightsFormatError(f"{path}: corrupted HDF5 file ({exc})") from exc
+    except WeightsFormatError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError,
+            IndexError) as exc:  # h5py and HDF5 report damage in many ways
+        raise WeightsFormatError(f"{path}: corrupted HDF5 file ({type(exc).__name__}: "
+                                 f"{exc})") from None
 
 
 def _read_layers(f, path):
     root = f
-    if _names(f, "layer_names") is None and isinstance(f.get("model_weights"), h5py.Group):
-        root = f["model_weights"]
-    layer_names = _names(root, "layer_names")
+    if _names(f, "layer_names", path) is None:
+        wrapped = walk(f, "model_weights", path)
+        if isinstance(wrapped, h5py.Group):
+            root = wrapped
+    layer_names = _names(root, "layer_names", path)
     if layer_names is None:
         hint = (" (it looks like the Keras 3 '.weights.h5' layout, which is not read here)"
-                if isinstance(f.get("layers"), h5py.Group) else "")
+                if isinstance(walk(f, "layers", path), h5py.Group) else "")
         raise WeightsFormatError(
             f"{path}: an HDF5 file without a 'layer_names' attribute (at the root or in "
             f"'model_weights'); not a Keras 1/2 weights file{hint}")
-    layers = {}
+    layers, budget = {}, ByteBudget(path)
     for layer in layer_names:
-        group = root.get(layer)
+        group = walk(root, layer, path)
         if not isinstance(group, h5py.Group):
             raise WeightsFormatError(f"{path}: layer {layer!r} is listed in layer_names "
                                      "but has no group")
-        weight_names = _names(group, "weight_names") or []
+        weight_names = _names(group, "weight_names", path) or []
         weights = {}
         for weight_name in weight_names:
-            try:
-                dataset = group[weight_name]
-            except (KeyError, ValueError) as exc:
+            dataset = walk(group, weight_name, path)
+            if dataset is None:
                 raise WeightsFormatError(
                     f"{path}: layer {layer!r} lists weight {weight_name!r} but the file "
-                    "has no such dataset") from exc
+                    "has no such dataset")
             if not isinstance(dataset, h5py.Dataset):
                 raise WeightsFormatError(f"{path}: {layer}/{weight_name} is not a dataset")
+            if dataset.ndim > MAX_DIMS:
+                raise WeightsFormatError(f"{path}: weight {weight_name!r} of layer {layer!r} "
+                                         f"has {dataset.ndim} dimensions")
             short = _short_name(weight_name, layer)
             if short in weights:
                 short = weight_name
-            weights[short] = np.asarray(dataset[()])
+            label = f"weight {weight_name!r} of layer {layer!r}"
+            weights[short] = check_finite(read_dataset(dataset, path, budget, label=label),
+                                          path, label)
         if weights:
             layers[layer] = weights
     return layers

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from ..models import build
+from .errors import WeightsFormatError
 from .hdf5 import read_weights, write_weights
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "digits_resnet8.h5"
@@ -23,13 +24,19 @@ def load(path=None, device="cpu"):
     preprocessing and provenance. ``path=None`` loads the shipped default model.
     """
     path = default_weights_path() if path is None else Path(path)
-    metadata, state = read_weights(path)
-    net = build(metadata["arch"], metadata.get("variant"), num_classes=metadata["num_classes"])
+    built = []
+
+    def expected(metadata):  # the network's shapes, to check each dataset before reading it
+        built.append(build(metadata["arch"], metadata.get("variant"),
+                           num_classes=metadata["num_classes"]))
+        return {name: value.shape for name, value in built[0].state_dict().items()}
+    metadata, state = read_weights(path, expected)
+    net = built[0]
     try:
         net.load_state_dict(state)
     except (KeyError, ValueError) as error:
         message = error.args[0] if error.args else error
-        raise type(error)(f"{path}: {message}") from None
+        raise WeightsFormatError(f"{path}: {message}") from None
     net.metadata.update(metadata)
     net.metadata["path"] = str(path)
     net.eval()
