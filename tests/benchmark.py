@@ -457,10 +457,92 @@ def bench_techniques(args, torch):
     return all_ok
 
 
+# -- section: adversarial ---------------------------------------------------------
+
+def _adversarial_models(torch):
+    """CIFAR ResNet-56 in both engines with the same weights: the akamaster
+    checkpoint when ../shared/data has it, else torch_resnets' random weights."""
+    import tempfile
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from torch_resnets import TorchCifarResNet, randomize_torch, torch_to_minicnn_name
+    from minicnn.models import cifar_resnet
+    from minicnn.io.model_file import load
+    from minicnn.io.convert import convert
+    checkpoint = (Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+                  / "resnet56-4bfd9763.th")
+    model = TorchCifarResNet(56)
+    if checkpoint.is_file():
+        with tempfile.TemporaryDirectory() as folder:
+            convert(checkpoint, Path(folder) / "resnet56.h5")
+            net = load(Path(folder) / "resnet56.h5")
+        raw = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict({k.removeprefix("module.").replace("linear.", "fc."): v
+                               for k, v in raw.items()})
+        return net, model.eval(), "akamaster weights"
+    randomize_torch(model, seed=0)
+    net = cifar_resnet(56, rng=0)
+    net.load_state_dict({torch_to_minicnn_name(name, 56): tensor.numpy()
+                         for name, tensor in list(model.named_parameters())
+                         + list(model.named_buffers()) if not name.endswith("num_batches_tracked")})
+    net.metadata["preprocessing"] = {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
+                                     "std": [0.229, 0.224, 0.225]}
+    return net.eval(), model.eval(), "random weights (no ../shared/data)"
+
+
+def bench_adversarial(args, torch):
+    """PGD, 10 steps, on CIFAR ResNet-56 at batch 128, in pixel space with the
+    preprocessing differentiated through; the same loop written in torch.
+
+    Correctness first: one step (FGSM) in float32 must give the same image in
+    both engines except for the few pixels whose gradient is within rounding of
+    zero (in float64 they agree exactly: tests/test_adversarial*.py)."""
+    import torch.nn.functional as F
+    from minicnn.techniques.adversarial import pgd
+    net, model, weights = _adversarial_models(torch)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    spec = net.metadata["preprocessing"]
+    mean = torch.tensor(spec["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(spec["std"]).view(1, 3, 1, 1)
+    scale = 255.0 * spec["scale"]
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (128, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, 128)
+    eps, alpha, steps = 8 / 255, 2 / 255, 10
+
+    def torch_pgd(count):
+        x0 = torch.from_numpy(images)
+        target = torch.from_numpy(labels)
+        x = x0.clone()
+        for _ in range(count):
+            x.requires_grad_(True)
+            loss = F.cross_entropy(model((x * scale - mean) / std), target, reduction="sum")
+            grad, = torch.autograd.grad(loss, x)
+            x = torch.clamp(torch.clamp(x.detach() + alpha * grad.sign(), x0 - eps, x0 + eps),
+                            0, 1)
+        return x.numpy()
+
+    def mine(count):
+        return pgd(net, images, labels, eps, alpha=alpha, steps=count, random_start=False)
+
+    differing = float((mine(1) != torch_pgd(1)).mean())
+    ok = differing < 1e-3
+    print(f"PGD on CIFAR ResNet-56 ({weights}), batch 128, {steps} steps, float32, "
+          f"{args.threads} thread(s); median ms")
+    print(f"one step: {differing:.2e} of the pixels differ between the engines"
+          f"{'' if ok else '  WRONG'}")
+    t_mine, t_torch = time_pair(lambda: mine(steps), lambda: torch_pgd(steps), args.budget,
+                                rounds=2, least=1, most=3)
+    print(f"{'minicnn ms':>11} {'torch ms':>10} {'ratio':>7}")
+    print(f"{t_mine:>11.0f} {t_torch:>10.0f} {t_mine / t_torch:>7.2f}")
+    return ok
+
+
 SECTIONS = {
     "conv": bench_conv,
     "resnet50": bench_resnet50,
     "techniques": bench_techniques,
+    "adversarial": bench_adversarial,
 }
 
 
