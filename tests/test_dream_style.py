@@ -232,7 +232,8 @@ def test_resnet56_style_transfer_lowers_the_style_loss_by_90_percent(resnet56, s
 
 
 # -- the commands and the gallery section ----------------------------------------------------
-def test_commands_write_their_figures(tmp_path, capsys):
+def test_commands_write_their_figures(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINICNN_HOME", str(tmp_path))  # no downloaded VGG-19 here
     from PIL import Image
     from minicnn.cli import main
     from minicnn.datasets import as_dataset
@@ -275,3 +276,31 @@ def test_gallery_section_writes_every_figure_with_measured_captions(tmp_path):
     assert all((tmp_path / name).read_bytes()[:4] == b"\x89PNG" for name in names)
     finals = dict(re.findall(r"(lbfgs|gradient|adam) ([0-9.e-]+\d)", context.entries[2][3]))
     assert float(finals["lbfgs"]) < min(float(finals["gradient"]), float(finals["adam"]))
+
+
+def test_style_and_inversion_default_to_a_downloaded_vgg19(tmp_path, capsys, monkeypatch):
+    import minicnn
+    from minicnn.cli import optimize
+    from minicnn.io import model_file
+    from minicnn.techniques.style import default_layers
+    fake = tmp_path / "torchvision_vgg19.h5"
+    fake.write_bytes(b"")
+    monkeypatch.setenv("MINICNN_HOME", str(tmp_path))
+    loaded = []
+    monkeypatch.setattr(model_file, "load", lambda path=None: loaded.append(path) or "vgg19")
+    args = type("Args", (), {"weights": None})()
+    assert optimize.load_model_or_vgg19(args) == "vgg19" and loaded == [fake]
+    assert f"using VGG-19 from {fake}" in capsys.readouterr().out
+    fake.unlink()
+    monkeypatch.undo()
+    monkeypatch.setenv("MINICNN_HOME", str(tmp_path))
+    assert optimize.load_model_or_vgg19(args).metadata["arch"] == minicnn.load().metadata["arch"]
+
+    class VggNames:  # what default_layers reads of a VGG-19: its names
+        aliases = {}
+
+        def names(self):
+            return [f"{kind}{block}_{i}" for block in range(1, 6) for i in range(1, 5)
+                    for kind in ("conv", "relu")]
+    assert default_layers(VggNames()) == ("relu4_2", ["relu1_1", "relu2_1", "relu3_1",
+                                                      "relu4_1", "relu5_1"])

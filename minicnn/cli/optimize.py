@@ -26,6 +26,20 @@ def load_input(path, net, size=None):
     return normalize(pixels, spec)[None]
 
 
+def load_model_or_vgg19(args):
+    """The --weights model; without --weights, VGG-19 when its weights were downloaded
+    (``minicnn weights download torchvision_vgg19``), as the inversion and style papers
+    used, else the shipped digits model."""
+    from ..io.download import VGG19_DOWNLOADS, installed
+    from ..io.model_file import load
+    from .common import load_model
+    path = None if args.weights else installed(*VGG19_DOWNLOADS)
+    if path is None:
+        return load_model(args)
+    print(f"using VGG-19 from {path} (give --weights for another model)")
+    return load(path)
+
+
 def _first_image(args, net):
     from .common import load_data
     if args.image is not None:
@@ -96,8 +110,8 @@ def inversions(net, image, layers, steps, progress=True):
 
 def _invert(args):
     from ..plots.optimize import inversion_figure
-    from .common import load_model, write_figure
-    net = load_model(args)
+    from .common import write_figure
+    net = load_model_or_vgg19(args)
     image = _first_image(args, net)
     layers = [args.layer] if args.layer else stages(net)
     images, errors = inversions(net, image, layers, args.steps)
@@ -129,8 +143,8 @@ def _dream(args):
 def _style(args):
     from ..plots.optimize import image_grid
     from ..techniques import style_objective, style_transfer
-    from .common import load_model, write_figure
-    net = load_model(args)
+    from .common import write_figure
+    net = load_model_or_vgg19(args)
     content = load_input(args.content, net, args.size)
     styles = [load_input(path, net, args.size) for path in args.style]
     style_layers = args.style_layers.split(",") if args.style_layers else None
@@ -174,7 +188,8 @@ def register(sub):
 
     p = sub.add_parser("invert", help="reconstruct an image from its code at each stage",
                        description="Feature inversion (Mahendran & Vedaldi) with L-BFGS: the "
-                       "image whose code at a layer matches the given image's.")
+                       "image whose code at a layer matches the given image's. Without "
+                       "--weights, VGG-19 when its weights were downloaded.")
     p.add_argument("image", nargs="?", help="image file (default: the model's first image)")
     common(p, 200, "invert.png", data=True)
     p.set_defaults(func=_invert)
@@ -191,7 +206,8 @@ def register(sub):
 
     p = sub.add_parser("style", help="neural style transfer (Gatys et al.)",
                        description="An image with CONTENT's content and STYLE's style, by "
-                       "L-BFGS; --layer is the content layer.")
+                       "L-BFGS; --layer is the content layer. Without --weights, VGG-19 when "
+                       "its weights were downloaded (Gatys et al.'s layers).")
     p.add_argument("content")
     p.add_argument("style", nargs="+", help="one or more style images (blended equally)")
     common(p, 200, "style.png")

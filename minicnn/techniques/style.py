@@ -129,14 +129,22 @@ def _styles(style, style_blend):
     return styles, [w / total for w in style_blend]
 
 
+GATYS_VGG_LAYERS = ("relu4_2", ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+"""Gatys et al.'s layers in VGG: content conv4_2 (after its ReLU), style the first
+ReLU of each block."""
+
+
 def default_layers(net):
-    """(content layer, style layers): the second-deepest stage, and the first ReLU
-    with every stage (res2, res3, ...)."""
-    stages = [name for name in net.names() if name in net.aliases and name.startswith("res")]
+    """(content layer, style layers): in a VGG, Gatys et al.'s; in a ResNet, the
+    second-deepest stage, and the first ReLU with every stage (res2, res3, ...)."""
+    names = net.names()
+    if all(name in names for name in [GATYS_VGG_LAYERS[0], *GATYS_VGG_LAYERS[1]]):
+        return GATYS_VGG_LAYERS[0], list(GATYS_VGG_LAYERS[1])
+    stages = [name for name in names if name in net.aliases and name.startswith("res")]
     if len(stages) < 2:
         raise ValueError("this network has no stage names res2, res3, ...: give content_layer "
                          "and style_layers explicitly (net.names() lists the layers)")
-    first_relu = next(name for name in net.names() if name.endswith("relu"))
+    first_relu = next(name for name in names if name.endswith("relu"))
     return stages[-2], [first_relu, *stages]
 
 
