@@ -261,6 +261,8 @@ def test_upsample_matches_torch_bilinear(size):
      "at least 1"),
     (lambda net, x: smoothgrad(net, x, 1, batch_size=0, progress=False), ValueError,
      "batch_size"),
+    (lambda net, x: smoothgrad(net, x, 1, noise=-0.1, progress=False), ValueError,
+     "at least 0"),
     (lambda net, x: saliency_map(x[0]), ValueError, r"g\[None\]"),
     (lambda net, x: upsample(x, 8), ValueError, r"\(N, h, w\)"),
 ])

@@ -104,6 +104,9 @@ def smoothgrad(net, x, target, samples=50, noise=0.15, rng=0, batch_size=64, pro
     """
     xp = get_array_module(x)
     check_batch(net, x)
+    if not noise >= 0:
+        raise ValueError(f"noise is a fraction of each image's value range, at least 0; "
+                         f"received {noise}")
     rng = np.random.default_rng(rng)
     draw_dtype = np.float64 if x.dtype == np.float64 else np.float32
     n = x.shape[0]
