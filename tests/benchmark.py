@@ -538,11 +538,85 @@ def bench_adversarial(args, torch):
     return ok
 
 
+# -- section: image-optimizing objectives -------------------------------------------
+
+def bench_optimize(args, torch):
+    """One evaluation (forward and backward to the image) of the style objective and
+    of the inversion objective on ResNet-50 at 224x224, against the same objective
+    in PyTorch autograd. Style: content res4, style conv1_relu and res2..res5 (Gram
+    matrices); inversion: the code at res4 with the alpha-norm and TV priors."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from optimize_oracle import torch_features, torch_tv, valid_bound
+    from torch_resnets import TorchResNet, load_minicnn_state
+    from minicnn.images import DEFAULT_PREPROCESSING
+    from minicnn.models import resnet
+    from minicnn.techniques import inversion_objective, style_objective
+    net = resnet(50, "torchvision", rng=0).eval()
+    net.metadata["preprocessing"] = DEFAULT_PREPROCESSING
+    model = load_minicnn_state(TorchResNet(50, "torchvision"), net.state_dict(), 50).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    rng = np.random.default_rng(0)
+    x, content, style = (rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+                         for _ in range(3))
+    layers = ["conv1_relu", "res2", "res3", "res4", "res5"]
+    cases = {"style (gram)": style_objective(net, content, style, "res4", layers,
+                                             style_weight=1e5),
+             "inversion res4": inversion_objective(net, content, "res4")}
+    with torch.no_grad():
+        features_c = torch_features(model, torch.from_numpy(content))
+        features_s = torch_features(model, torch.from_numpy(style))
+    grams = {name: (lambda f: f @ f.transpose(1, 2))(features_s[name].flatten(2))
+             for name in layers}
+    bound, pixels = valid_bound(), 224 * 224
+
+    def torch_style(xt):
+        features = torch_features(model, xt)
+        loss = 0.5 * ((features["res4"] - features_c["res4"]) ** 2).sum()
+        for name in layers:
+            f = features[name].flatten(2)
+            c, m = f.shape[1], f.shape[2]
+            loss = loss + 1e5 / len(layers) * ((f @ f.transpose(1, 2) - grams[name]) ** 2).sum() \
+                / (4 * c * c * m * m)
+        return loss
+
+    def torch_inversion(xt):
+        code = features_c["res4"]
+        data = ((torch_features(model, xt)["res4"] - code) ** 2).sum() / (code ** 2).sum()
+        return (data + 1e-3 * (xt.abs() ** 6).sum() / (pixels * bound ** 6)
+                + 1e-3 * torch_tv(xt) / (pixels * (bound / 6.5) ** 2))
+
+    references = {"style (gram)": torch_style, "inversion res4": torch_inversion}
+    print(f"ResNet-50 (torchvision variant, random weights), 224x224, float32, {args.threads} "
+          "thread(s): one evaluation of the objective, forward + backward to the image")
+    header = f"{'objective':<16} {'minicnn ms':>11} {'torch ms':>10} {'ratio':>7} {'grad diff':>10}"
+    print(header)
+    print("-" * len(header))
+    all_ok = True
+    for name, objective in cases.items():
+        def mine():
+            return objective(x)[1]
+
+        def theirs(reference=references[name]):
+            leaf = torch.from_numpy(x.copy()).requires_grad_(True)
+            reference(leaf).backward()
+            return leaf.grad
+
+        diff = rel_norm_diff(mine(), theirs().numpy())
+        ok = diff < GRADIENT_TOLERANCE
+        all_ok &= ok
+        t_a, t_b = time_pair(mine, theirs, args.budget, least=2, most=10)
+        print(f"{name:<16} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f} {diff:>10.1e}"
+              f"{'' if ok else '  WRONG'}", flush=True)
+    return all_ok
+
+
 SECTIONS = {
     "conv": bench_conv,
     "resnet50": bench_resnet50,
     "techniques": bench_techniques,
     "adversarial": bench_adversarial,
+    "optimize": bench_optimize,
 }
 
 
