@@ -171,22 +171,24 @@ def test_fooling_image_from_noise_and_from_a_digit(digits, dev):
     assert info["l2"][0] == pytest.approx(np.linalg.norm(change), rel=1e-5)
 
 
-def test_deepfool_and_carlini_wagner_fool_every_digit(digits):
-    net, images, labels = digits
+def test_deepfool_and_carlini_wagner_fool_every_digit(digits, dev):
+    _, images, labels = digits
+    net = dev.layer(minicnn.load())
     x = images[:6]
-    adversarial, info = deepfool(net, x)
+    adversarial, info = deepfool(net, dev.array(x))
     predicted = predict_classes(net, adversarial)
     assert info["success"].all() and (predicted != labels[:6]).all()
     np.testing.assert_array_equal(predicted, info["adversarial"])
-    cw, cw_info = carlini_wagner_l2(net, x, labels[:6], c=1.0, steps=40, lr=0.05)
+    cw, cw_info = carlini_wagner_l2(net, dev.array(x), labels[:6], c=1.0, steps=40, lr=0.05)
+    cw = dev.numpy(cw)
     assert cw_info["success"].all() and (predict_classes(net, cw) != labels[:6]).all()
     assert 0 <= cw.min() and cw.max() <= 1
     np.testing.assert_allclose(cw_info["l2"], np.linalg.norm((cw - x).reshape(6, -1), axis=1),
                                rtol=1e-5)
 
 
-def test_multicrop_gradient_and_prediction():
-    net = minicnn.load().astype(np.float64)
+def test_multicrop_gradient_and_prediction(dev):
+    net = dev.layer(minicnn.load().astype(np.float64))
     model = MultiCropModel(net, crops=5, flips=True, padding=2)
     rng = np.random.default_rng(0)
     x = rng.uniform(0.05, 0.95, (2, 3, 32, 32))
@@ -196,34 +198,38 @@ def test_multicrop_gradient_and_prediction():
              [(2, 2), (0, 0), (0, 4), (4, 0), (4, 4)]]
     views += [v[..., ::-1] for v in views]
     plain = PixelModel(net)
-    expected = np.mean([plain.probabilities(v) for v in views], axis=0)
-    np.testing.assert_allclose(multicrop_predict(model, x), expected, rtol=1e-12)
+    expected = np.mean([dev.numpy(plain.probabilities(dev.array(v.copy()))) for v in views],
+                       axis=0)
+    np.testing.assert_allclose(dev.numpy(multicrop_predict(model, dev.array(x))), expected,
+                               rtol=1e-12)
     # the loss gradient through the views against centered differences along a direction
     labels = np.array([3, 7])
-    _, grad, _ = model.loss_gradient(x, labels)
+    _, grad, _ = model.loss_gradient(dev.array(x), labels)
     direction = rng.standard_normal(x.shape)
     h = 1e-7  # a larger step lets ReLU inputs of the 10 views cross zero
-    loss = lambda z: model.loss_gradient(z, labels)[0].sum()  # noqa: E731
+    loss = lambda z: float(model.loss_gradient(dev.array(z), labels)[0].sum())  # noqa: E731
     numeric = (loss(x + h * direction) - loss(x - h * direction)) / (2 * h)
-    assert (grad * direction).sum() == pytest.approx(numeric, rel=1e-6)
+    assert float((dev.numpy(grad) * direction).sum()) == pytest.approx(numeric, rel=1e-6)
 
 
-def test_robust_accuracy_and_transfer_matrix(digits):
-    net, images, labels = digits
+def test_robust_accuracy_and_transfer_matrix(digits, dev):
+    _, images, labels = digits
+    net = dev.layer(minicnn.load())
     clean = float((predict_classes(net, images) == labels).mean())
     result = robust_accuracy(net, images, labels, "fgsm", eps_list=(0, 0.05, 0.2))
     assert result[0] == clean
-    manual = (predict_classes(net, fgsm(net, images, labels, 0.05)) == labels).mean()
+    manual = (predict_classes(net, dev.numpy(fgsm(net, images, labels, 0.05))) == labels).mean()
     assert result[0.05] == manual and result[0.2] <= result[0.05]
     other = minicnn.load()
     rng = np.random.default_rng(0)
     for layer in other.layers():
         for key, value in layer.params.items():
             layer.params[key] = value + 0.2 * value.std() * rng.standard_normal(value.shape)
+    other = dev.layer(other)
     matrix, counts = transfer_matrix([net, other], [net, other], images, labels, "fgsm",
                                      eps=0.05)
     for a, source in enumerate([net, other]):
-        attacked = fgsm(source, images, labels, 0.05)
+        attacked = dev.numpy(fgsm(source, images, labels, 0.05))
         for b, target in enumerate([net, other]):
             both = (predict_classes(source, images) == labels) & (
                 predict_classes(target, images) == labels)

@@ -20,6 +20,7 @@ trained one.
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...backend import to_cpu, device_of
 from ...layers import softmax, log_softmax
 from ...layers.base import as_generator
 from ...models.cifar import cifar_resnet
@@ -87,7 +88,7 @@ def with_extra_class(net, rng=0):
                          " is not one")
     classes = net["fc"].out_features
     bigger = cifar_resnet(depth, num_classes=classes + 1, rng=rng)
-    state = {k: v.copy() for k, v in net.state_dict().items()}
+    state = {k: to_cpu(v).copy() for k, v in net.state_dict().items()}
     new_weight = bigger["fc"].params["weight"]
     state["fc.weight"] = np.concatenate([state["fc.weight"], 0.01 * new_weight[classes:]])
     state["fc.bias"] = np.concatenate([state["fc.bias"], np.zeros(1, state["fc.bias"].dtype)])
@@ -96,4 +97,4 @@ def with_extra_class(net, rng=0):
     bigger.metadata.update(num_classes=classes + 1,
                            labels=list(net.metadata.get("labels") or range(classes))
                            + ["adversarial"])
-    return bigger.eval()
+    return bigger.eval().to(device_of(net["fc"].params["weight"]))
