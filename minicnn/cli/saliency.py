@@ -98,8 +98,10 @@ def register(sub):
                    help=f"one of {', '.join(METHODS)}; repeat it or separate by commas "
                         "(default: all of them)")
     p.add_argument("--all", action="store_true", help="every method side by side")
-    add_model_options(p, layer=True, target=True, out="saliency.png")
-    p.set_defaults(limit=3)
+    add_model_options(p, target=True, out="saliency.png")
+    p.set_defaults(limit=3)  # images in the figure, one row each
+    p.add_argument("--layer", metavar="NAME", help="Grad-CAM's layer (default: the last stage, "
+                   "res4 in the CIFAR ResNets, res5 in ImageNet's)")
     p.add_argument("--samples", type=int, default=50, help="SmoothGrad's noisy copies (50)")
     p.add_argument("--noise", type=float, default=0.15,
                    help="SmoothGrad's noise, a fraction of each image's value range (0.15)")
