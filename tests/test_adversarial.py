@@ -282,3 +282,17 @@ def test_bad_inputs_say_what_is_wrong(digits):
         carlini_wagner_l2(net, images, np.full(len(images), -1))
     with pytest.raises(ValueError, match="strictly between"):
         fool_linear(np.ones(3), 0.0, np.zeros(3), 1.0)
+
+
+@pytest.mark.parametrize("spec", [None, BGR_SPEC], ids=["digits-spec", "bgr-spec"])
+def test_pixel_model_is_the_weights_files_preprocessing(digits, spec):
+    from minicnn.images import normalize
+    net, images, _ = digits
+    spec = spec or net.metadata["preprocessing"]
+    model = PixelModel(net, spec)
+    pixels = np.round(images[:3] * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    expected = np.stack([normalize(p, spec) for p in pixels])
+    x = model.to_input(pixels.transpose(0, 3, 1, 2) / 255.0)
+    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.to_images(x), pixels.transpose(0, 3, 1, 2) / 255.0,
+                               atol=1e-6)
