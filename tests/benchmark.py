@@ -402,11 +402,7 @@ def bench_techniques(args, torch):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_saliency import torch_gradient, torch_integrated_gradients
     from minicnn.techniques import guided_backprop, integrated_gradients, vanilla_gradient
-    try:
-        from minicnn.techniques.occlusion import occlusion_map
-    except ImportError:
-        occlusion_map = None
-        print("(minicnn.techniques.occlusion is not there: no occlusion row)")
+    from minicnn.techniques.occlusion import occlusion_map
     print(f"Techniques, float32, {args.threads} thread(s); median ms (the mean of two calls for "
           "the many-pass methods); error: rel. norm diff (gradients), max rel diff "
           "(probabilities)")
@@ -429,14 +425,12 @@ def bench_techniques(args, torch):
              lambda: integrated_gradients(net, x, classes, steps=50,
                                           batch_size=steps_per_pass * n, progress=False),
              lambda: torch_integrated_gradients(model, x, classes, zero, 50,
-                                                steps_per_pass).numpy(), rel_norm_diff, True)]
-        if occlusion_map is not None:
-            cases.append((f"occlusion {size}/{stride}",
-                          lambda: occlusion_map(net, x, classes, size, stride,
-                                                batch_size=occlusion_batch, progress=False),
-                          lambda: _torch_occlusion(torch, model, torch.from_numpy(x), classes,
-                                                   size, stride, 0.0, occlusion_batch).numpy(),
-                          max_rel_diff, True))
+                                                steps_per_pass).numpy(), rel_norm_diff, True),
+            (f"occlusion {size}/{stride}",
+             lambda: occlusion_map(net, x, classes, size, stride, batch_size=occlusion_batch,
+                                   progress=False),
+             lambda: _torch_occlusion(torch, model, torch.from_numpy(x), classes, size, stride,
+                                      0.0, occlusion_batch).numpy(), max_rel_diff, True)]
         for name, fa, fb, error, heavy in cases:
             if heavy:  # tens of seconds a call: two timed calls each, checked as they come
                 (a, t_a), (b, t_b) = _timed_twice(fa, fb)
