@@ -1,13 +1,14 @@
 """The saliency family against torch on the same weights.
 
 Oracles, written from the methods' definitions (here and in
-tests/torch_saliency.py): autograd for the vanilla gradient, SmoothGrad (the same
-noise, redrawn from the documented order), integrated gradients and Grad-CAM
-(the layer's output kept with ``retain_grad``); a custom autograd ReLU, patched
-in for ``F.relu``, whose backward is the guided rule ``dy [x > 0] [dy > 0]`` or
-the deconvnet rule ``dy [dy > 0]``. Networks: the shipped digits ResNet-8 on real digits, a
-random-weight CIFAR ResNet-20, and random-weight ImageNet ResNet-50s in the
-caffe, torchvision and keras variants at 64 x 64.
+tests/torch_saliency.py): autograd for the vanilla gradient, SmoothGrad (the
+same noise, redrawn from the documented order), integrated gradients and
+Grad-CAM (the layer's output kept with ``retain_grad``); a custom autograd ReLU,
+patched in for ``F.relu``, whose backward is the guided rule
+``dy [x > 0] [dy > 0]`` or the deconvnet rule ``dy [dy > 0]``. Networks: the
+shipped digits ResNet-8 on real digits, a random-weight CIFAR ResNet-20, and
+random-weight ImageNet ResNet-50s in the caffe, torchvision and keras variants
+at 64 x 64.
 
 Tolerance: every element within 1e-5 (float32) or 1e-9 (float64) of the
 reference, relative to the reference's largest value: ``|ours - ref| <= rtol
@@ -15,13 +16,13 @@ max|ref|``. An element's own relative error means little where a gradient sums
 terms of both signs to nearly zero, and float32 rounding through fifty layers
 already reaches about 1e-6 of the largest value in both engines. A ReLU input
 within float32 rounding of zero may switch sign between two engines and with it
-a whole path of the signal (with seed 6 instead of 9 below, one input of the
-caffe ResNet-50 sits 9e-8 from zero and moves minicnn's guided signal 1e-4 away
-from float64, torch's not; seed 8 moves both by 3e-2 in the torchvision one).
-The inputs below have no such tie; on ResNet-50 SmoothGrad and integrated
-gradients, which add many more points, are compared in float64 only; they are
-the one-pass gradient (compared in float32 on ResNet-50) summed, and that sum
-is compared in float32 on the small networks.
+a whole path of the signal: with the ResNet-50 input seed 6 instead of 9, one
+input of the caffe net sits within 1e-7 of zero and moves minicnn's float32
+gradient 6e-4 away from float64, torch's 1e-6; with seed 8 a tie moves both
+engines' torchvision gradient by 3e-2. The inputs below have no such tie. On
+ResNet-50, SmoothGrad and integrated gradients, which add many more points, are
+compared in float64 only: they are the one-pass gradient (compared in float32
+on ResNet-50) summed, and that sum is compared in float32 on the small networks.
 """
 import re
 
