@@ -28,11 +28,11 @@ from minicnn.images import load_image  # noqa: E402
 from minicnn.io.convert import convert  # noqa: E402
 from minicnn.io.model_file import load  # noqa: E402
 from minicnn.plots import save  # noqa: E402
-from minicnn.plots.adversarial import (robustness_figure, transfer_figure, fooling_figure,  # noqa: E402
-                                       attack_figure)
-from minicnn.techniques.adversarial import (robust_accuracy, transfer_matrix, fooling_image,  # noqa: E402
-                                            deepfool, carlini_wagner_l2, predict_classes,
-                                            images_from_pixels, MultiCropModel, pgd, PixelModel)
+from minicnn.plots.adversarial import (  # noqa: E402
+    robustness_figure, transfer_figure, attack_figure)
+from minicnn.techniques.adversarial import (  # noqa: E402
+    robust_accuracy, transfer_matrix, fooling_image, deepfool, carlini_wagner_l2,
+    predict_classes, images_from_pixels, MultiCropModel, pgd, PixelModel)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 CHECKPOINTS = {20: "resnet20-12fca82f.th", 32: "resnet32-d509ac18.th",
@@ -82,7 +82,8 @@ def robust(nets, images, labels, args, results):
 def fooling(nets, images, labels, args, results, classes):
     net = nets["ResNet-20"]
     _, info = fooling_image(net, np.arange(10), "noise", rng=args.seed, max_steps=500)
-    noise = {"reached": int(info["reached"].sum()), "min_probability": float(info["probability"].min()),
+    noise = {"reached": int(info["reached"].sum()),
+             "min_probability": float(info["probability"].min()),
              "max_steps": int(info["steps"].max()), "median_linf": float(np.median(info["linf"]))}
     # one correctly classified image per class, pushed to each of the 9 other classes
     predicted = predict_classes(net, images)

@@ -32,9 +32,9 @@ from minicnn.datasets import digit_images, digits_split  # noqa: E402
 from minicnn.models import cifar_resnet  # noqa: E402
 from minicnn.plots import save  # noqa: E402
 from minicnn.plots.adversarial import robustness_figure, transfer_figure  # noqa: E402
-from minicnn.techniques.adversarial import (adversarial_training, with_extra_class, fgsm, pgd,  # noqa: E402
-                                            robust_accuracy, transfer_matrix, predict_classes,
-                                            images_from_pixels, PixelModel)
+from minicnn.techniques.adversarial import (  # noqa: E402
+    adversarial_training, with_extra_class, pgd, robust_accuracy, transfer_matrix,
+    predict_classes, images_from_pixels, PixelModel)
 from minicnn.train import fit  # noqa: E402
 
 EPS = [0, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 0.1]

@@ -27,8 +27,9 @@ def _class_index(net, text):
     try:
         return int(text)
     except ValueError:
+        more = " ..." if len(labels) > 10 else ""
         raise ValueError(f"unknown class {text!r}: give an index or one of the model's labels "
-                         f"({', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''})") from None
+                         f"({', '.join(labels[:10])}{more})") from None
 
 
 def _dataset_images(data, limit=None):

@@ -84,8 +84,8 @@ def with_extra_class(net, rng=0):
     weights small and random, every other weight copied."""
     depth = int(str(net.metadata.get("arch", "")).removeprefix("cifar_resnet") or 0)
     if not depth:
-        raise ValueError(f"with_extra_class builds CIFAR-style ResNets; {net.metadata.get('arch')!r}"
-                         " is not one")
+        raise ValueError("with_extra_class builds CIFAR-style ResNets; "
+                         f"{net.metadata.get('arch')!r} is not one")
     classes = net["fc"].out_features
     bigger = cifar_resnet(depth, num_classes=classes + 1, rng=rng)
     state = {k: to_cpu(v).copy() for k, v in net.state_dict().items()}
