@@ -11,9 +11,11 @@ fixed step, jitters the image by up to ``jitter`` pixels before each step (undon
 after it), blurs it every ``blur_every`` steps and clips it to the valid pixel
 range; any optimizer of :func:`.optimize.minimize` can replace the fixed step.
 """
+import numpy as np
+
 from .optimize import (as_rng, check_steps, l2_norm, minimize, network_dtype, random_image,
                        target_score, valid_range)
-from .targets import parse_target
+from .targets import input_channels, parse_target
 
 INITS = ("zeros", "noise")
 
@@ -43,12 +45,12 @@ def class_model(net, target, steps=200, l2=1e-3, lr=None, optimizer="gradient", 
     xp = net.array_module()
     dtype = network_dtype(net)
     if shape is None:
-        n = 1 if isinstance(target, (str, int)) else len(target)
+        n = 1 if isinstance(target, str) or np.ndim(target) == 0 else len(target)
         size = net.metadata.get("preprocessing", {}).get("input_size")
         if size is None:
             raise ValueError("class_model: give shape=(N, C, H, W); the network's preprocessing "
                              "names no input_size")
-        shape = (n, 3, *size)
+        shape = (n, input_channels(net), *size)
     start = xp.zeros(shape, dtype=dtype)
     bounds = valid_range(net, start)
     if init == "noise":

@@ -41,7 +41,8 @@ def dream_objective(net, layer, guide=None):
         return activation_objective(net, layer, l2_activation, f"dream({layer})")
     check_batch(net, guide)
     if guide.shape[0] != 1:
-        raise ValueError(f"the guide is one image (1, C, H, W), received a batch of {guide.shape[0]}")
+        raise ValueError(f"the guide is one image (1, C, H, W), received a batch of "
+                         f"{guide.shape[0]}")
     guide_features = net.forward(guide, stop_at=layer)
     guide_features = guide_features.reshape(guide_features.shape[1], -1)  # (C, M')
 

@@ -22,5 +22,5 @@ __all__ = ["Objective", "as_objective", "l2", "alpha_norm_value", "total_variati
            "l2_norm", "alpha_norm", "total_variation", "roll", "random_shift", "gaussian_blur",
            "pixel_range", "valid_range", "clip_to_range", "random_image", "preprocessing_of",
            "GradientStep", "NormalizedStep", "Adam", "make_optimizer", "target_score",
-           "activation_objective", "deepest", "network_dtype", "minimize", "History", "checked_evaluation",
-           "as_rng", "check_steps"]
+           "activation_objective", "deepest", "network_dtype", "minimize", "History",
+           "checked_evaluation", "as_rng", "check_steps"]

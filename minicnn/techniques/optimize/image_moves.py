@@ -44,7 +44,8 @@ def preprocessing_of(net):
     if spec is None:
         raise ValueError("the network has no net.metadata['preprocessing'], so the valid pixel "
                          "range is unknown; load a weights file with minicnn.load, or set it, "
-                         "e.g. net.metadata['preprocessing'] = minicnn.images.DEFAULT_PREPROCESSING")
+                         "e.g. net.metadata['preprocessing'] = "
+                         "minicnn.images.DEFAULT_PREPROCESSING")
     return spec
 
 
