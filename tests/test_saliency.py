@@ -39,6 +39,7 @@ from minicnn.techniques import (completeness_gap, deconvnet, grad_cam, guided_ba
 torch = pytest.importorskip("torch", reason="torch is the oracle: pip install 'minicnn[oracle]'")
 import torch.nn.functional as F  # noqa: E402
 from test_models import pair  # noqa: E402
+from conftest import Device  # noqa: E402
 from torch_resnets import TorchCifarResNet, load_minicnn_state  # noqa: E402
 from torch_saliency import torch_gradient, torch_integrated_gradients, torch_scores  # noqa: E402
 
@@ -273,7 +274,7 @@ def test_bad_input_names_the_problem(digits64, call, error, message):
         call(net, x[:2])
 
 
-# -- the GPU: every method on CuPy equals NumPy -----------------------------------------------
+# -- the GPU: every method on CuPy equals NumPy (skipped without a CUDA device) ---------------
 METHODS = {
     "vanilla": lambda net, x: vanilla_gradient(net, x, [1, 4]),
     "guided": lambda net, x: guided_backprop(net, x, "res3:2"),
@@ -287,17 +288,19 @@ METHODS = {
 }
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("method", METHODS)
-def test_gpu_matches_numpy(dev, digits64, method):
+def test_gpu_matches_numpy(digits64, method):
     net, x = digits64
     x = x[:2]
     expected = METHODS[method](net, x)
+    gpu = Device("gpu")
     try:
-        got = METHODS[method](dev.layer(net), dev.array(x))
+        got = METHODS[method](gpu.layer(net), gpu.array(x))
     finally:
         net.to("cpu")  # the network is shared with the other tests of this module
-    assert type(got).__module__.split(".")[0] == dev.xp.__name__
-    np.testing.assert_allclose(dev.numpy(got), expected, rtol=1e-9,
+    assert type(got).__module__.split(".")[0] == "cupy"
+    np.testing.assert_allclose(gpu.numpy(got), expected, rtol=1e-9,
                                atol=1e-12 * np.abs(expected).max())
 
 
