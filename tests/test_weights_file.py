@@ -42,7 +42,7 @@ def test_round_trip_gives_the_same_network(saved):
 def test_layout_is_one_group_per_layer(saved):
     _, path = saved
     with h5py.File(path, "r") as f:
-        assert f.attrs["format"] == "minicnn-weights"
+        assert f.attrs["format"] == b"minicnn-weights"  # fixed-length: in the object header
         assert json.loads(f.attrs["labels"]) == LABELS
         assert f["layers/res2a.branch2a/weight"].shape == (16, 16, 3, 3)
         assert set(f["layers/res2a.bn2a"]) == {"weight", "bias", "running_mean", "running_var"}

@@ -15,7 +15,14 @@ is checked before a byte of it is read:
   multiple of the file's size: declared sizes are bounded before anything is
   allocated, so a dataset that claims a gigabyte (unallocated space reads as
   fill values; deflated zeros shrink a thousandfold) is refused unread.
+
+Variable-length attributes keep their values in *global heap collections*,
+which carry no checksum, and HDF5 (2.0 included) loops forever on a collection
+holding a zero-size object before its end. :class:`HeapGuard` walks every
+collection of such a file the way HDF5 will, before any variable-length value
+is read. (minicnn writes fixed-length attributes, so its files need no walk.)
 """
+import mmap
 import os
 
 import h5py
@@ -49,6 +56,51 @@ class ByteBudget:
                 f"({os.path.getsize(self.path):,} bytes) can hold; refused before reading "
                 "(crafted or corrupted file)")
         self.left -= nbytes
+
+
+GCOL = b"GCOL\x01\x00\x00\x00"  # signature, version 1, reserved
+
+
+class HeapGuard:
+    """Checks a file's global heap collections once, before the first variable-length
+    attribute of it is read."""
+
+    def __init__(self, path):
+        self.path, self.checked = path, False
+
+    def attrs(self, obj):
+        """``obj.attrs``, after the global heaps were checked if any of them is variable-length."""
+        attrs = obj.attrs
+        if not self.checked and any(attrs.get_id(key).dtype.hasobject for key in attrs.keys()):
+            self.check()
+        return attrs
+
+    def check(self):
+        self.checked = True
+        with open(self.path, "rb") as f:
+            if os.fstat(f.fileno()).st_size < len(GCOL):
+                return
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                start = data.find(GCOL)
+                while start >= 0:
+                    self._collection(data, start)
+                    start = data.find(GCOL, start + 1)
+
+    def _collection(self, data, start):
+        """Walk one collection's objects as HDF5 does; each must move the walk forward
+        and stay inside the collection."""
+        end = start + int.from_bytes(data[start + 8:start + 16], "little")
+        position = start + 16
+        while position + 16 <= min(end, len(data)):
+            index = int.from_bytes(data[position:position + 2], "little")
+            size = int.from_bytes(data[position + 8:position + 16], "little")
+            step = 16 + (size + 7) // 8 * 8 if index else size
+            if step == 0 or position + step > end:
+                raise WeightsFormatError(
+                    f"{self.path}: corrupted HDF5 global heap at byte {start} (object {index} "
+                    f"of {size:,} bytes at byte {position}); refused, as HDF5 would loop or "
+                    "read outside the heap")
+            position += step
 
 
 def child(group, name, path, where):

@@ -19,8 +19,10 @@ Layout::
 
 Arrays are NCHW-ordered float32, each stored as one chunk with HDF5's
 fletcher32 checksum filter, in the HDF5 1.8 file format, whose object headers
-and superblock carry checksums too: damage to the file is caught when it is
-read. (Files written before the filter was added still load.)
+and superblock carry checksums too; attributes are fixed-length UTF-8 strings
+and numbers, kept in the checksummed object header: damage to the file is
+caught when it is read. (Files written before, with variable-length string
+attributes and no filter, still load.)
 
 Reading treats the file as hostile (see :mod:`minicnn.io.h5_checks`): only
 h5py datasets and JSON strings are read, so loading never executes code;
@@ -39,7 +41,7 @@ import numpy as np
 
 from .errors import WeightsFormatError, WeightsMismatchError, check_finite
 from .files import atomic_output
-from .h5_checks import ByteBudget, child, members, read_dataset
+from .h5_checks import ByteBudget, HeapGuard, child, members, read_dataset
 
 FORMAT = "minicnn-weights"
 FORMAT_VERSION = 1
@@ -62,13 +64,13 @@ def write_weights(path, state, metadata):
             raise ValueError(f"weights metadata needs {required!r}; received {sorted(metadata)}")
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w", libver=("v108", "v108")) as f:
-            f.attrs["format"] = FORMAT
+            f.attrs["format"] = _fixed(FORMAT)
             f.attrs["format_version"] = FORMAT_VERSION
             for key, value in metadata.items():
                 if key in JSON_ATTRIBUTES:
-                    f.attrs[key] = json.dumps(value)
+                    f.attrs[key] = _fixed(json.dumps(value))
                 elif value is not None:
-                    f.attrs[key] = value
+                    f.attrs[key] = _fixed(value) if isinstance(value, str) else value
             layers = f.create_group("layers")
             for name, array in state.items():
                 layer, _, key = name.rpartition(".")
@@ -80,6 +82,12 @@ def write_weights(path, state, metadata):
                 else:
                     group.create_dataset(key, data=array)
     return path
+
+
+def _fixed(text):
+    """A str as a fixed-length string attribute (stored in the object header, not in
+    an unchecksummed global heap as variable-length strings are)."""
+    return np.bytes_(text.encode("utf-8"))
 
 
 def read_weights(path, expected=None):
@@ -169,7 +177,8 @@ def _arrays(f, path, shapes):
 
 def _metadata(f, path):
     from ..models import get_builder
-    attrs = {key: _attribute(f, key, path) for key in f.attrs.keys()}
+    attrs = HeapGuard(path).attrs(f)
+    attrs = {key: _attribute(attrs, key, path) for key in attrs.keys()}
     if attrs.get("format") != FORMAT:
         raise WeightsFormatError(
             f"{path}: not a minicnn weights file (no format='{FORMAT}' attribute); "
@@ -256,8 +265,8 @@ def _check_preprocessing(spec, path):
         raise WeightsFormatError(f"{path}: attribute 'preprocessing': {'; '.join(problems)}")
 
 
-def _attribute(f, key, path):
-    value = f.attrs[key]
+def _attribute(attrs, key, path):
+    value = attrs[key]
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biufSUO" or value.size > MAX_CLASSES:
             raise WeightsFormatError(f"{path}: attribute {key!r} has an unsupported type")

@@ -33,19 +33,20 @@ import h5py
 import numpy as np
 
 from .errors import WeightsFormatError, check_finite
-from .h5_checks import ByteBudget, walk, read_dataset
+from .h5_checks import ByteBudget, HeapGuard, walk, read_dataset
 
 MAX_DIMS = 8
 
 
-def _names(group, attr, path):
+def _names(group, attr, path, guard):
     """A list-of-strings attribute, joined from its numbered chunks if split."""
-    if attr in group.attrs:
-        values = list(np.atleast_1d(group.attrs[attr]))
+    attrs = guard.attrs(group)
+    if attr in attrs:
+        values = list(np.atleast_1d(attrs[attr]))
     else:
         values, chunk = [], 0
-        while f"{attr}{chunk}" in group.attrs:
-            values.extend(np.atleast_1d(group.attrs[f"{attr}{chunk}"]))
+        while f"{attr}{chunk}" in attrs:
+            values.extend(np.atleast_1d(attrs[f"{attr}{chunk}"]))
             chunk += 1
         if chunk == 0:
             return None
@@ -100,12 +101,12 @@ def read_keras_h5(path):
 
 
 def _read_layers(f, path):
-    root = f
-    if _names(f, "layer_names", path) is None:
+    root, guard = f, HeapGuard(path)
+    if _names(f, "layer_names", path, guard) is None:
         wrapped = walk(f, "model_weights", path)
         if isinstance(wrapped, h5py.Group):
             root = wrapped
-    layer_names = _names(root, "layer_names", path)
+    layer_names = _names(root, "layer_names", path, guard)
     if layer_names is None:
         hint = (" (it looks like the Keras 3 '.weights.h5' layout, which is not read here)"
                 if isinstance(walk(f, "layers", path), h5py.Group) else "")
@@ -118,7 +119,7 @@ def _read_layers(f, path):
         if not isinstance(group, h5py.Group):
             raise WeightsFormatError(f"{path}: layer {layer!r} is listed in layer_names "
                                      "but has no group")
-        weight_names = _names(group, "weight_names", path) or []
+        weight_names = _names(group, "weight_names", path, guard) or []
         weights = {}
         for weight_name in weight_names:
             dataset = walk(group, weight_name, path)
