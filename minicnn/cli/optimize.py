@@ -242,13 +242,14 @@ def gallery(context):
                 "Feature inversion per stage", "L-BFGS-B, 60 iterations from the mean image; "
                 "relative code errors " + ", ".join(f"{k} {v:.3f}" for k, v in errors.items())
                 + ".")
-    results = compare_optimizers(net, image, layers[-1], evaluations=60, rng=seed, progress=False)
+    results = compare_optimizers(net, image, layers[-1], evaluations=40, rng=seed, progress=False,
+                                 learning_rates={"gradient": [10.0, 100.0], "adam": [0.1, 0.3]})
     finals = {name: r[1].loss[-1] for name, r in results.items()}
     context.add(loss_curves({name: r[1] for name, r in results.items()},
                             title=f"Inverting {layers[-1]}: loss per evaluation"),
                 "inversion_optimizers.png", "L-BFGS against gradient descent and Adam",
-                "Same start, 60 evaluations each, the best of several learning rates for "
-                "gradient descent and Adam; final losses " + ", ".join(
+                "Same start, 40 evaluations each, the better of two learning rates for "
+                "gradient descent (10, 100) and Adam (0.1, 0.3); final losses " + ", ".join(
                     f"{k} {v:.4g}" for k, v in finals.items()) + ".")
     dreams = [dream(net, image, layer, octaves=2, steps=8, jitter=2, rng=seed,
                     progress=False)[0][0] for layer in layers[:2]]

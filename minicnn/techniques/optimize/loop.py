@@ -29,6 +29,7 @@ class History:
 
     def __init__(self, optimizer):
         self.optimizer = optimizer
+        self.message = ""  # why L-BFGS stopped
         self.loss = []
         self.evaluations = []
 
