@@ -322,6 +322,119 @@ def bench_resnet50(args, torch):
     return all_ok
 
 
+# -- section: small networks ------------------------------------------------------
+
+def _cifar_resnet56(torch):
+    """ResNet-56 as minicnn and torch models with the same weights, and a batch: the
+    akamaster weights when ../shared/data has them (converted into a temporary
+    folder), else random ones; random inputs, as only the time matters here."""
+    import tempfile
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from torch_resnets import TorchCifarResNet, load_minicnn_state
+    from minicnn.models import cifar_resnet
+    checkpoint = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" \
+        / "resnet56-4bfd9763.th"
+    if checkpoint.is_file():
+        from minicnn.io.convert import convert
+        from minicnn.io.model_file import load
+        with tempfile.TemporaryDirectory() as folder:
+            convert(checkpoint, Path(folder) / "resnet56.h5")
+            net = load(Path(folder) / "resnet56.h5").eval()
+        label = "akamaster weights"
+    else:
+        net = cifar_resnet(56, rng=0).eval()
+        label = "random weights; no ../shared/data"
+    model = load_minicnn_state(TorchCifarResNet(56), net.state_dict(), 56).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return net, model, label
+
+
+def bench_small(args, torch):
+    """Many small layers: CIFAR ResNet-56 forward and forward + input gradient at
+    batch 16 and 128, and a training step (forward, backward, SGD with momentum) of
+    the shipped digits ResNet-8 at batch 64, float32, minicnn vs PyTorch."""
+    net, model, label = _cifar_resnet56(torch)
+    rng = np.random.default_rng(0)
+    print(f"CIFAR ResNet-56 ({label}), 32x32, and the digits ResNet-8 training step, float32, "
+          f"{args.threads} thread(s); median ms")
+    header = (f"{'pass':<34} {'batch':>5} {'minicnn ms':>11} {'torch ms':>10} {'ratio':>7}"
+              f" {'rel diff':>9}")
+    print(header)
+    print("-" * len(header))
+    all_ok, rows = True, []
+    for batch in (16, 128):
+        x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        onehot = np.zeros((batch, 10), np.float32)
+        onehot[np.arange(batch), rng.integers(0, 10, batch)] = 1.0
+        tx = torch.from_numpy(x.copy())
+
+        def mine_forward():
+            return net.forward(x, cache=False)
+
+        def torch_forward():
+            with torch.no_grad():
+                return model(tx)
+
+        def mine_backward():
+            net.forward(x)
+            return net.backward(onehot, param_grads=False)
+
+        def torch_backward():
+            leaf = tx.clone().requires_grad_(True)
+            model(leaf).backward(torch.from_numpy(onehot))
+            return leaf.grad
+
+        rows += [("ResNet-56 forward", batch, mine_forward, torch_forward, TOLERANCE),
+                 ("ResNet-56 forward + input grad", batch, mine_backward, torch_backward,
+                  GRADIENT_TOLERANCE)]
+    rows.append(_digits_training_step(torch, 64))
+    for name, batch, fa, fb, tolerance in rows:
+        diff = rel_norm_diff(fa(), np.asarray(fb()))
+        ok = diff < tolerance
+        all_ok &= ok
+        t_a, t_b = time_pair(fa, fb, args.budget)
+        print(f"{name:<34} {batch:>5} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f} {diff:>9.1e}"
+              f"{'' if ok else '  WRONG'}", flush=True)
+    print("-" * len(header))
+    if not all_ok:
+        print("FAILED: minicnn and PyTorch differ beyond the tolerance somewhere")
+    return all_ok
+
+
+def _digits_training_step(torch, batch):
+    """(name, batch, minicnn step, torch step, tolerance) for the shipped digits ResNet-8
+    on its own held-out digits. Each step returns the gradient on conv1's weight, the
+    end of the whole backward pass, which the first call of each (from the same
+    weights) must agree on."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from torch_resnets import TorchCifarResNet, load_minicnn_state
+    from minicnn import load
+    from minicnn.datasets import as_dataset
+    from minicnn.layers import SoftmaxCrossEntropy
+    from minicnn.optim import SGD
+    net = load().train()
+    model = load_minicnn_state(TorchCifarResNet(8), net.state_dict(), 8).train()
+    x, labels = next(as_dataset(None, net).batches(batch))
+    tx, tlabels = torch.from_numpy(x.copy()), torch.from_numpy(np.asarray(labels, np.int64))
+    loss_fn, optimizer = SoftmaxCrossEntropy(), SGD(net, lr=0.01, momentum=0.9)
+    torch_optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def mine_step():
+        loss_fn.forward(net.forward(x), labels)
+        net.backward(loss_fn.backward())
+        optimizer.step()
+        return net["conv1"].grads["weight"]
+
+    def torch_step():
+        torch_optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(tx), tlabels).backward()
+        torch_optimizer.step()
+        return model.conv1.weight.grad.numpy().copy()
+
+    return ("digits ResNet-8 training step", batch, mine_step, torch_step, GRADIENT_TOLERANCE)
+
+
 # -- section: techniques --------------------------------------------------------
 
 CIFAR_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
@@ -608,6 +721,7 @@ def bench_optimize(args, torch):
 SECTIONS = {
     "conv": bench_conv,
     "resnet50": bench_resnet50,
+    "small": bench_small,
     "techniques": bench_techniques,
     "adversarial": bench_adversarial,
     "optimize": bench_optimize,
