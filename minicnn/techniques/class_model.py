@@ -10,6 +10,10 @@ unit, at its strongest position). CS231n's recipe runs gradient ascent with a
 fixed step, jitters the image by up to ``jitter`` pixels before each step (undone
 after it), blurs it every ``blur_every`` steps and clips it to the valid pixel
 range; any optimizer of :func:`.optimize.minimize` can replace the fixed step.
+The defaults keep CS231n's ``l2 = 1e-3`` and blur every 10 steps; its step of 25
+and jitter of 16 pixels suit 224-pixel images on its own scale, so a step of 1
+and a jitter of 4 serve the 32-pixel models here (the CIFAR ResNet-56 reaches a
+softmax of 0.99 for every class within 10 steps).
 """
 import numpy as np
 
