@@ -66,8 +66,9 @@ def robust(nets, images, labels, args, results):
         for attack in ("fgsm", "pgd"):
             eps_list = EPS if name == "ResNet-20" or attack == "fgsm" else [0, 8 / 255]
             start = time.time()
+            options = {"steps": 10, "rng": args.seed} if attack == "pgd" else {}
             result = robust_accuracy(nets[name], images, labels, attack, eps_list=eps_list,
-                                     progress=True, steps=10, rng=args.seed)
+                                     progress=True, **options)
             curves[f"{name} {attack.upper()}"] = result
             print(f"{name} {attack:>4}: " + ", ".join(f"{e * 255:.0f}/255 {a:.1%}"
                                                       for e, a in result.items())

@@ -220,6 +220,8 @@ def test_robust_accuracy_and_transfer_matrix(digits, dev):
     assert result[0] == clean
     manual = (predict_classes(net, dev.numpy(fgsm(net, images, labels, 0.05))) == labels).mean()
     assert result[0.05] == manual and result[0.2] <= result[0.05]
+    with pytest.raises(ValueError, match="FGSM takes no options; steps belong to PGD"):
+        robust_accuracy(net, images, labels, "fgsm", steps=3)
     other = minicnn.load()
     rng = np.random.default_rng(0)
     for layer in other.layers():

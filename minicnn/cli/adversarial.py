@@ -143,9 +143,10 @@ def _robustness(args):
     eps_list = [_fraction(e) for e in args.eps] if args.eps else EPS_LIST
     curves = {}
     for attack in args.attack:
+        options = {"steps": args.steps, "rng": args.seed} if attack == "pgd" else {}
         curves[attack.upper()] = robust_accuracy(net, images, labels, attack, eps_list,
-                                                 batch_size=args.batch_size, steps=args.steps,
-                                                 rng=args.seed, progress=True)
+                                                 batch_size=args.batch_size, progress=True,
+                                                 **options)
         print(f"{attack:>4}: " + "  ".join(f"{e * 255:.0f}/255 {a:.1%}"
                                           for e, a in curves[attack.upper()].items()))
     write_figure(robustness_figure(curves, f"Accuracy under attack ({len(images)} images)"),
@@ -282,8 +283,9 @@ def gallery(context):
                 "A logistic regression (3 vs 8) fooled by eps sign(w), exactly; right: the median "
                 "eps needed against the dimension: " + ", ".join(
                     f"d={r['d']}: {r['median_eps']:.3f}" for r in rows) + ".")
-    curves = {a.upper(): robust_accuracy(net, images[:50], labels[:50], a, steps=5,
-                                         rng=context.seed) for a in ("fgsm", "pgd")}
+    curves = {"FGSM": robust_accuracy(net, images[:50], labels[:50], "fgsm"),
+              "PGD": robust_accuracy(net, images[:50], labels[:50], "pgd", steps=5,
+                                     rng=context.seed)}
     context.add(robustness_figure(curves, "Accuracy under attack (50 images)"),
                 "adversarial_robustness.png", "Accuracy under FGSM and PGD",
                 "; ".join(f"{k}: " + ", ".join(f"{e * 255:.0f}/255 {a:.0%}" for e, a in v.items())

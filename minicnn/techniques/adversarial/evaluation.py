@@ -26,6 +26,8 @@ def attack_function(attack, **options):
     if callable(attack):
         return attack
     if attack == "fgsm":
+        if options:
+            raise ValueError(f"FGSM takes no options; {', '.join(sorted(options))} belong to PGD")
         return lambda net, images, labels, eps: fgsm(net, images, labels, eps)
     if attack == "pgd":
         return lambda net, images, labels, eps: pgd(net, images, labels, eps, **options)
