@@ -182,7 +182,5 @@ def read_dataset(dataset, path, budget, shape=None, label=None):
             f"{path}: {name}: the network expects shape {tuple(shape)} but the file "
             f"holds {tuple(dataset.shape)}")
     budget.take(int(np.prod(dataset.shape, dtype=object)) * dtype.itemsize, name)
-    array = np.empty(dataset.shape, dtype.newbyteorder("="))
-    if array.size:
-        dataset.read_direct(array)
-    return array
+    array = np.asarray(dataset[()])
+    return array if array.dtype.isnative else array.astype(dtype.newbyteorder("="))
