@@ -72,7 +72,8 @@ def p_get(index):
 
 
 def p_tensor(key, numel, offset, size, stride, legacy, storage="FloatStorage"):
-    """torch._utils._rebuild_tensor_v2(<storage pid>, offset, size, stride, False, OrderedDict())."""
+    """A call torch._utils._rebuild_tensor_v2(<storage pid>, offset, size, stride, False,
+    OrderedDict())."""
     pid = [p_str("storage"), p_global("torch", storage), p_str(key), p_str("cpu"), p_int(numel)]
     if legacy:
         pid.append(b"N")
@@ -192,9 +193,8 @@ def make_seeds(folder):
               dims="legacy")))
     state = {name.replace("fc.", "linear."): value for name, value in
              _akamaster_like(model).items()}
-    import_torch = _torch()
-    if import_torch is not None:
-        torch = import_torch
+    torch = _torch()
+    if torch is not None:
         tensors = {f"module.{k}": torch.from_numpy(np.ascontiguousarray(v))
                    for k, v in state.items()}
         checkpoint = {"state_dict": tensors, "best_prec1": 91.5, "epoch": 3}
@@ -398,7 +398,7 @@ def keras_attribute_attacks():
 def caffe_attacks():
     """{name: (bytes, expect)} caffemodels with bad BatchNorm factors, dims, floats."""
     sys.path.insert(0, str(HERE))
-    from foreign_files import key, layer, message, net, uint, varint
+    from foreign_files import key, layer, message, net, varint
     stats = [np.ones(4, np.float32), np.ones(4, np.float32)]
     w = np.ones((4, 3), np.float32)
 
@@ -413,16 +413,16 @@ def caffe_attacks():
         "NaN weight": (net(layer("fc", "InnerProduct", [np.array([1.0, np.nan])])), "error"),
         "unpacked floats": (net(layer("fc", "InnerProduct", [w], data="unpacked")), "ok"),
     }
-    body = text_field = message(1, b"fc") + message(2, b"InnerProduct")
+    header = message(1, b"fc") + message(2, b"InnerProduct")
 
     def blob(dims, payload):
-        return message(100, text_field + message(7, message(7, message(1, b"".join(
+        return message(100, header + message(7, message(7, message(1, b"".join(
             varint(d) for d in dims))) + message(5, payload)))
     attacks["negative dims"] = (blob([-2, -6], w.tobytes()), "error")
     attacks["huge dims"] = (blob([1 << 40, 1 << 40], w.tobytes()), "error")
     attacks["40 dims"] = (blob([1] * 40, w.tobytes()), "error")
-    attacks["length past the end"] = (key(100, 2) + varint(1 << 62) + body, "error")
-    attacks["group wire type"] = (key(100, 3) + body, "error")
+    attacks["length past the end"] = (key(100, 2) + varint(1 << 62) + header, "error")
+    attacks["group wire type"] = (key(100, 3) + header, "error")
     return attacks
 
 

@@ -1,7 +1,6 @@
 """Regression tests for hostile weights files: each defect of the hostile-files issue,
 built from the file it describes (hangs, memory from small files, bytes read from
 outside the file, unclean errors, silently accepted damage, slow decoding)."""
-import json
 import shutil
 import signal
 import struct
@@ -263,7 +262,8 @@ def test_caffe_empty_batchnorm_factor_and_negative_dims(tmp_path):
     path = tmp_path / "bn.caffemodel"
     path.write_bytes(net(layer("bn", "BatchNorm", [np.ones(3), np.ones(3), np.zeros(0)])))
     refused(read_caffemodel, path, "BatchNorm layer 'bn'", "factor blob is empty")
-    blob = message(7, message(1, varint(-2) + varint(-6))) + message(5, np.ones(12, "<f4").tobytes())
+    blob = (message(7, message(1, varint(-2) + varint(-6)))
+            + message(5, np.ones(12, "<f4").tobytes()))
     path.write_bytes(message(100, message(1, b"fc") + message(7, blob)))
     refused(read_caffemodel, path, "layer 'fc'", "negative dimensions (-2, -6)")
 
