@@ -96,9 +96,9 @@ class Layer:
             raise TypeError(f"{self._describe()}: expected an array, received {type(x).__name__}")
         if expected is None:
             expected = shape
-        pattern = "(" + ", ".join(str(d) for d in expected) + ")"
         if len(shape) != len(expected) or any(
                 isinstance(e, int) and e != s for e, s in zip(expected, shape)):
+            pattern = "(" + ", ".join(str(d) for d in expected) + ")"
             raise ShapeError(f"{self._describe()}: expected input of shape {pattern}, "
                              f"received {tuple(shape)}")
         if x.dtype.kind != "f":
