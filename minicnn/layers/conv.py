@@ -171,15 +171,28 @@ class WideGrid:
         # pixels of x that some window reads (a ragged last row or column may be unread)
         rows, cols = max(0, min(h, hq * sh - ph)), max(0, min(w, wq * sw - pw))
         flat = xp.zeros((n, c, self.flat_size), dtype=x.dtype)
-        if (sh, sw) == (1, 1):
-            x_pad = flat[:, :, :hq * wq].reshape(n, c, hq, wq)
-        else:
-            x_pad = xp.zeros((n, c, hq * sh, wq * sw), dtype=x.dtype)
-        x_pad[:, :, ph:ph + rows, pw:pw + cols] = x[:, :, :rows, :cols]
-        if (sh, sw) != (1, 1):
-            phased = x_pad.reshape(n, c, hq, sh, wq, sw).transpose(0, 1, 3, 5, 2, 4)
-            flat[:, :, :sh * sw * hq * wq].reshape(n, c, sh, sw, hq, wq)[...] = phased
+        phased = flat[:, :, :sh * sw * hq * wq].reshape(n, c, sh, sw, hq, wq)
+        for phase, pixels in self._phase_pixels(rows, cols, padding):
+            phased[phase] = x[pixels]
         return flat
+
+    def _phase_pixels(self, rows, cols, padding):
+        """(index into the phased grid (N, C, sh, sw, Hq, Wq), index into x) pairs,
+        one per phase, for the pixels of x[:, :, :rows, :cols]: padded pixel
+        (a + s i, b + s j) is pixel (i, j) of phase (a, b) and pixel
+        (a + s i - ph, b + s j - pw) of x."""
+        (sh, sw), (ph, pw) = self.stride, padding
+        everything = slice(None)
+        for a in range(sh):
+            i0 = -((a - ph) // sh)  # the first row of phase a inside x
+            r0 = a + sh * i0 - ph
+            nr = len(range(r0, rows, sh))
+            for b in range(sw):
+                j0 = -((b - pw) // sw)
+                c0 = b + sw * j0 - pw
+                nc = len(range(c0, cols, sw))
+                yield ((everything, everything, a, b, slice(i0, i0 + nr), slice(j0, j0 + nc)),
+                       (everything, everything, slice(r0, rows, sh), slice(c0, cols, sw)))
 
     def columns(self, x_flat, out):
         """Fill ``out`` (C, kh kw, m, length) with the wide columns of the m images
@@ -192,6 +205,34 @@ class WideGrid:
     def narrow(self, wide):
         """The wide product (O, m, Ho, Wq) without its wrapped columns: (m, O, Ho, Wo), a view."""
         return wide[:, :, :, :self.out_size[1]].transpose(1, 0, 2, 3)
+
+    def widen(self, dy, out):
+        """The inverse of :meth:`narrow`: ``dy`` (m, O, Ho, Wo) into ``out`` (O, m, Ho, Wq),
+        zeros in the wrapped columns; returned as the (O, m length) matrix ``dY~_B``."""
+        wo = self.out_size[1]
+        out[:, :, :, wo:] = 0
+        out[:, :, :, :wo] = dy.transpose(1, 0, 2, 3)
+        return out.reshape(out.shape[0], -1)
+
+    def scatter(self, dcols, x_flat):
+        """The adjoint of :meth:`columns`: add ``dcols`` (C, kh kw, m, length) back onto
+        the flat images ``x_flat`` (m, C, flat_size), one contiguous slice-add per offset."""
+        images = x_flat.transpose(1, 0, 2)
+        for k, start in enumerate(self.starts):
+            images[:, :, start:start + self.length] += dcols[:, k]
+
+    def unflat(self, x_flat, x_shape, padding):
+        """The adjoint of :meth:`flat_phases`: (N, C, flat_size) -> (N, C, H, W), the
+        phases put back in place, the padding cropped, unread pixels zero."""
+        xp = xp_of(x_flat)
+        n, c, h, w = x_shape
+        (sh, sw), (ph, pw), hq, wq = self.stride, padding, self.hq, self.wq
+        rows, cols = max(0, min(h, hq * sh - ph)), max(0, min(w, wq * sw - pw))
+        phased = x_flat[:, :, :sh * sw * hq * wq].reshape(n, c, sh, sw, hq, wq)
+        x = (xp.empty if (rows, cols) == (h, w) else xp.zeros)(x_shape, dtype=x_flat.dtype)
+        for phase, pixels in self._phase_pixels(rows, cols, padding):
+            x[pixels] = phased[phase]
+        return x
 
 
 def correlate(x, weight, stride, padding, group_bytes, out=None):
@@ -314,18 +355,17 @@ class Conv2d(Layer):
             m = group.stop - group.start
             cols = grid.columns(x_flat[group], scratch(xp, "columns",
                                                        (c, kh * kw, m, grid.length), x.dtype))
-            # dY_B on the wide grid: zeros where the columns wrapped around
-            wide = scratch(xp, "product", (o, m, ho, grid.wq), dout.dtype)
-            wide[:, :, :, wo:] = 0
-            wide[:, :, :, :wo] = dout[group].transpose(1, 0, 2, 3)
+            wide = grid.widen(dout[group], scratch(xp, "product", (o, m, ho, grid.wq),
+                                                   dout.dtype))
             # X~_B^T is a transposed view: BLAS reads it in place, no copy
-            dweight += wide.reshape(o, -1) @ cols.T
+            dweight += wide @ cols.T
         return dweight.reshape(self.params["weight"].shape)
 
     def _input_grad(self, dout, x_shape):
-        """dx: the flipped-kernel convolution of dy at stride 1, else col2im of W_mat^T dY."""
+        """dx: the flipped-kernel convolution of dy at stride 1, else the wide col2im
+        of ``W_mat^T dY~_B``."""
         xp = xp_of(dout)
-        n, c, h, w = x_shape
+        n, c = x_shape[:2]
         o = self.out_channels
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         ho, wo = dout.shape[2:]
@@ -342,11 +382,17 @@ class Conv2d(Layer):
             flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
             return correlate(dout, xp.ascontiguousarray(flipped), (1, 1),
                              (kh - 1 - ph, kw - 1 - pw), self.group_bytes)
-        # Strided: dX_B = W_mat^T dY_B per image, handed back to the pixels by col2im.
-        dx = xp.empty(x_shape, dtype=dout.dtype)
-        w_mat = weight.reshape(o, -1)
-        for i in range(n):
-            dcols = (w_mat.T @ dout[i].reshape(o, -1)).reshape(1, c, kh, kw, ho, wo)
-            dx_pad = col2im(dcols, (h + 2 * ph, w + 2 * pw), (sh, sw))
-            dx[i] = dx_pad[0, :, ph:ph + h, pw:pw + w]
-        return dx
+        # Strided: dX~_B = W_mat^T dY~_B, added back onto the flat phases of dx_pad
+        # (the wrapped columns of dY~_B are zero, so they add nothing).
+        grid = WideGrid(self.kernel_size, self.stride, (ho, wo))
+        dx_flat = xp.zeros((n, c, grid.flat_size), dtype=dout.dtype)
+        w_t = weight.reshape(o, -1).T
+        for group in image_groups(n, (c * kh * kw + o) * grid.length * dout.dtype.itemsize,
+                                  self.group_bytes):
+            m = group.stop - group.start
+            wide = grid.widen(dout[group], scratch(xp, "product", (o, m, ho, grid.wq),
+                                                   dout.dtype))
+            dcols = scratch(xp, "columns", (c * kh * kw, m * grid.length), dout.dtype)
+            xp.matmul(w_t, wide, out=dcols)
+            grid.scatter(dcols.reshape(c, kh * kw, m, grid.length), dx_flat[group])
+        return grid.unflat(dx_flat, x_shape, self.padding)
