@@ -85,8 +85,7 @@ def training(args, results):
                            if isinstance(v, dict) else v for k, v in out.items()}
     curves = {f"{name} PGD": out[name]["pgd"] for name in
               ("shipped", "clean fine-tuning (alpha 1)", "adversarial (alpha 0.5)")}
-    save(robustness_figure(curves, "Digits ResNet-8 under PGD, before and after adversarial "
-                                   "training"),
+    save(robustness_figure(curves, "Digits ResNet-8 under PGD"),
          Path(args.figures) / "adversarial_training_digits.png")
 
 

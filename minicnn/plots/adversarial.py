@@ -94,7 +94,7 @@ def linear_figure(example, rows, title="The linear explanation"):
 
 def robustness_figure(curves, title="Accuracy under attack"):
     """``curves``: {name: {eps: accuracy}}; eps shown in grey levels (x 255)."""
-    fig, axes = figure(1, 1, 3.2, title)
+    fig, axes = figure(1, 1, 4.0, title)
     ax = axes[0, 0]
     for name, result in curves.items():
         eps = sorted(result)
