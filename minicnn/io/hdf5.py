@@ -121,19 +121,6 @@ def read_weights(path, expected=None):
     return metadata, state
 
 
-def read_metadata(path):
-    """The validated metadata of a minicnn weights file, without reading its arrays."""
-    with _open(path) as f:
-        try:
-            return _metadata(f, path)
-        except WeightsFormatError:
-            raise
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError,
-                IndexError) as error:
-            raise WeightsFormatError(f"{path}: corrupted HDF5 file ({type(error).__name__}: "
-                                     f"{error}); download or convert it again") from None
-
-
 def _open(path):
     try:
         return h5py.File(path, "r")
