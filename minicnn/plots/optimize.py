@@ -36,12 +36,12 @@ def inversion_figure(original, reconstructions, errors, spec, title="Feature inv
 
 def loss_curves(histories, title="Loss against objective evaluations", labels=None):
     """Each History's loss against its cumulative evaluations, on a log scale."""
-    fig, axes = figure(1, 1, cell=3.6, title=title)
+    fig, axes = figure(1, 1, cell=4.2, title=title)
     ax = axes[0, 0]
     for name, history in histories.items():
         ax.plot(history.evaluations, history.loss, label=(labels or {}).get(name, name))
     ax.set_yscale("log")
-    ax.set_xlabel("objective evaluations (forward + backward)")
+    ax.set_xlabel("objective evaluations")
     ax.set_ylabel("loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
