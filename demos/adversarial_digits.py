@@ -146,17 +146,17 @@ def transfer(args, results):
     names = list(nets)
     out = {"names": names, "accuracy": {n: float((predict_classes(net, x_test) == y_test).mean())
                                         for n, net in nets.items()}}
-    for attack, eps in (("pgd", 8 / 255), ("fgsm", 8 / 255)):
+    for attack, eps in (("pgd", 8 / 255), ("fgsm", 8 / 255), ("pgd", 0.1)):
         matrix, counts = transfer_matrix(list(nets.values()), list(nets.values()), x_test, y_test,
                                          attack, eps=eps,
                                          **({"rng": args.seed} if attack == "pgd" else {}))
-        key = f"{attack} {eps * 255:.0f}/255"
+        key = f"{attack} {eps * 255:.1f}/255"
         out[key] = {"matrix": matrix.tolist(), "counts": counts.tolist()}
         print(key)
         print(np.array2string(matrix, precision=3), flush=True)
-        if attack == "pgd":
-            save(transfer_figure(matrix, names, title=f"Digits models, PGD eps 8/255 "
-                                 f"({len(x_test)} held-out digits)"),
+        if attack == "pgd":  # the last one drawn, at the larger eps, is kept
+            save(transfer_figure(matrix, names, title=f"Digits models, PGD eps {eps * 255:.1f}"
+                                 f"/255 ({len(x_test)} held-out digits)"),
                  Path(args.figures) / "adversarial_transfer_digits.png")
     results["transfer"] = out
 

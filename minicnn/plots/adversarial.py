@@ -111,7 +111,8 @@ def transfer_figure(matrix, sources, targets=None, title="Transfer: made on row,
     """Heat map of a transfer matrix, each cell annotated with its fraction."""
     targets = sources if targets is None else targets
     matrix = np.asarray(matrix, dtype=float)
-    fig, axes = figure(1, 1, 0.75 * max(4, len(targets)) + 1, title)
+    fig, axes = figure(1, 1, 0.75 * max(4, len(targets)) + 1)
+    fig.suptitle(title, fontsize=9)
     ax = axes[0, 0]
     image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(targets)), targets, fontsize=7, rotation=30)
