@@ -12,7 +12,7 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from minicnn.layers import Conv2d, col2im, im2col
-from minicnn.layers.base import scratch
+from minicnn.layers.base import SCRATCH_BYTES, scratch
 from minicnn.layers.conv import output_size, pad_spatial
 
 from conftest import Device, xp_params
@@ -102,3 +102,6 @@ def test_scratch_reuses_one_buffer_per_slot(dev):
     c = scratch(xp, "test-slot", (100, 100), np.float64)  # grows
     assert c.shape == (100, 100) and c.base is not a.base
     assert scratch(xp, "test-slot", (3,), np.float32).dtype == np.float32
+    big = scratch(xp, "test-slot", (SCRATCH_BYTES // 8 + 1,), np.float64)  # not kept
+    assert big.base is not c.base
+    assert scratch(xp, "test-slot", (7,), np.float64).base is c.base

@@ -140,6 +140,11 @@ def xp_of(*arrays):
 
 _scratch = threading.local()
 
+SCRATCH_BYTES = 4 << 20
+"""Largest buffer :func:`scratch` keeps; a larger one is a fresh array each time, so
+that the memory a network holds between passes stays small. The columns of a
+group of images (``Conv2d.group_bytes``) fit."""
+
 
 def scratch(xp, slot, shape, dtype):
     """An uninitialized (shape) array of module ``xp`` for temporaries inside one layer call.
@@ -154,6 +159,8 @@ def scratch(xp, slot, shape, dtype):
     size = 1
     for dim in shape:
         size *= dim
+    if size * np.dtype(dtype).itemsize > SCRATCH_BYTES:
+        return xp.empty(shape, dtype=dtype)
     key = (slot, xp.__name__, np.dtype(dtype).str)
     buffers = _scratch.__dict__
     buffer = buffers.get(key)

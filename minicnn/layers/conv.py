@@ -162,15 +162,14 @@ class WideGrid:
         # the last slice reaches (kw - 1) // sw past the last phase: zeros there
         self.flat_size = sh * sw * self.hq * self.wq + (kw - 1) // sw
 
-    def flat_phases(self, x, padding):
-        """x (N, C, H, W) -> x_flat (N, C, flat_size): ``x_pad`` split into its stride
-        phases, each phase's (Hq, Wq) grid flattened, phases one after another."""
-        xp = xp_of(x)
+    def flat_phases(self, x, padding, flat):
+        """Fill ``flat`` (N, C, flat_size) from x (N, C, H, W): ``x_pad`` split into its
+        stride phases, each phase's (Hq, Wq) grid flattened, phases one after another."""
         n, c, h, w = x.shape
         (sh, sw), (ph, pw), hq, wq = self.stride, padding, self.hq, self.wq
         # pixels of x that some window reads (a ragged last row or column may be unread)
         rows, cols = max(0, min(h, hq * sh - ph)), max(0, min(w, wq * sw - pw))
-        flat = xp.zeros((n, c, self.flat_size), dtype=x.dtype)
+        flat[...] = 0
         phased = flat[:, :, :sh * sw * hq * wq].reshape(n, c, sh, sw, hq, wq)
         for phase, pixels in self._phase_pixels(rows, cols, padding):
             phased[phase] = x[pixels]
@@ -221,38 +220,38 @@ class WideGrid:
         for k, start in enumerate(self.starts):
             images[:, :, start:start + self.length] += dcols[:, k]
 
-    def unflat(self, x_flat, x_shape, padding):
-        """The adjoint of :meth:`flat_phases`: (N, C, flat_size) -> (N, C, H, W), the
-        phases put back in place, the padding cropped, unread pixels zero."""
-        xp = xp_of(x_flat)
-        n, c, h, w = x_shape
+    def unflat(self, x_flat, padding, x):
+        """The adjoint of :meth:`flat_phases`: fill ``x`` (N, C, H, W) from ``x_flat``
+        (N, C, flat_size), the phases put back in place, the padding cropped, unread
+        pixels zero."""
+        n, c, h, w = x.shape
         (sh, sw), (ph, pw), hq, wq = self.stride, padding, self.hq, self.wq
         rows, cols = max(0, min(h, hq * sh - ph)), max(0, min(w, wq * sw - pw))
+        if (rows, cols) != (h, w):
+            x[...] = 0
         phased = x_flat[:, :, :sh * sw * hq * wq].reshape(n, c, sh, sw, hq, wq)
-        x = (xp.empty if (rows, cols) == (h, w) else xp.zeros)(x_shape, dtype=x_flat.dtype)
         for phase, pixels in self._phase_pixels(rows, cols, padding):
             x[pixels] = phased[phase]
-        return x
 
 
-def correlate(x, weight, stride, padding, group_bytes, out=None):
+def correlate(x, weight, stride, padding, group_bytes):
     """``y[n, o, i, j] = sum_{c,u,v} weight[o, c, u, v] x_pad[n, c, s i + u, s j + v]``
-    through the wide lowering, group by group; ``out`` (N, O, Ho, Wo) if given."""
+    through the wide lowering, group by group."""
     xp = xp_of(x)
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     ho = output_size(h, kh, stride[0], padding[0])
     wo = output_size(w, kw, stride[1], padding[1])
     grid = WideGrid((kh, kw), stride, (ho, wo))
-    if out is None:
-        out = xp.empty((n, o, ho, wo), dtype=x.dtype)
-    x_flat = grid.flat_phases(x, padding)
+    out = xp.empty((n, o, ho, wo), dtype=x.dtype)
     w_mat = weight.reshape(o, -1)
     for group in image_groups(n, (c * kh * kw + o) * grid.length * x.dtype.itemsize,
                               group_bytes):
         m = group.stop - group.start
-        cols = grid.columns(x_flat[group], scratch(xp, "columns", (c, kh * kw, m, grid.length),
-                                                   x.dtype))
+        x_flat = grid.flat_phases(x[group], padding,
+                                  scratch(xp, "flat", (m, c, grid.flat_size), x.dtype))
+        cols = grid.columns(x_flat, scratch(xp, "columns", (c, kh * kw, m, grid.length),
+                                            x.dtype))
         wide = scratch(xp, "product", (o, m * grid.length), x.dtype)
         xp.matmul(w_mat, cols, out=wide)
         out[group] = grid.narrow(wide.reshape(o, m, ho, grid.wq))
@@ -348,13 +347,14 @@ class Conv2d(Layer):
             return part.sum(axis=0).reshape(self.params["weight"].shape)
         (kh, kw), (ho, wo) = self.kernel_size, dout.shape[2:]
         grid = WideGrid(self.kernel_size, self.stride, (ho, wo))
-        x_flat = grid.flat_phases(x, self.padding)
         dweight = xp.zeros((o, c * kh * kw), dtype=dout.dtype)
         for group in image_groups(n, (c * kh * kw + o) * grid.length * x.dtype.itemsize,
                                   self.group_bytes):
             m = group.stop - group.start
-            cols = grid.columns(x_flat[group], scratch(xp, "columns",
-                                                       (c, kh * kw, m, grid.length), x.dtype))
+            x_flat = grid.flat_phases(x[group], self.padding,
+                                      scratch(xp, "flat", (m, c, grid.flat_size), x.dtype))
+            cols = grid.columns(x_flat, scratch(xp, "columns", (c, kh * kw, m, grid.length),
+                                                x.dtype))
             wide = grid.widen(dout[group], scratch(xp, "product", (o, m, ho, grid.wq),
                                                    dout.dtype))
             # X~_B^T is a transposed view: BLAS reads it in place, no copy
@@ -385,7 +385,7 @@ class Conv2d(Layer):
         # Strided: dX~_B = W_mat^T dY~_B, added back onto the flat phases of dx_pad
         # (the wrapped columns of dY~_B are zero, so they add nothing).
         grid = WideGrid(self.kernel_size, self.stride, (ho, wo))
-        dx_flat = xp.zeros((n, c, grid.flat_size), dtype=dout.dtype)
+        dx = xp.empty(x_shape, dtype=dout.dtype)
         w_t = weight.reshape(o, -1).T
         for group in image_groups(n, (c * kh * kw + o) * grid.length * dout.dtype.itemsize,
                                   self.group_bytes):
@@ -394,5 +394,8 @@ class Conv2d(Layer):
                                                    dout.dtype))
             dcols = scratch(xp, "columns", (c * kh * kw, m * grid.length), dout.dtype)
             xp.matmul(w_t, wide, out=dcols)
-            grid.scatter(dcols.reshape(c, kh * kw, m, grid.length), dx_flat[group])
-        return grid.unflat(dx_flat, x_shape, self.padding)
+            dx_flat = scratch(xp, "flat", (m, c, grid.flat_size), dout.dtype)
+            dx_flat[...] = 0
+            grid.scatter(dcols.reshape(c, kh * kw, m, grid.length), dx_flat)
+            grid.unflat(dx_flat, self.padding, dx[group])
+        return dx
