@@ -83,8 +83,14 @@ def _has_avx512():
         return False
 
 
+CLOCK = time.perf_counter
+"""What time_pair reads: wall time, or with ``--cpu-time`` the process's CPU time
+(``time.process_time``), which a machine busy with other work inflates far less;
+with one thread it is the work each engine does."""
+
+
 def time_pair(fa, fb, budget_s, rounds=3, least=3, most=20, settle_s=0.3):
-    """Median wall times (ms) of ``fa()`` and ``fb()`` over ``rounds`` rounds.
+    """Median times (ms, :data:`CLOCK`) of ``fa()`` and ``fb()`` over ``rounds`` rounds.
 
     A round times a block of calls of ``fa`` and then a block of ``fb``. Blocks,
     not call-by-call alternation, and a pause of ``settle_s`` plus one untimed
@@ -104,9 +110,9 @@ def time_pair(fa, fb, budget_s, rounds=3, least=3, most=20, settle_s=0.3):
             time.sleep(settle_s)
             fn()
             for _ in range(repeats):
-                start = time.perf_counter()
+                start = CLOCK()
                 fn()
-                times.append((time.perf_counter() - start) * 1e3)
+                times.append((CLOCK() - start) * 1e3)
     return statistics.median(times_a), statistics.median(times_b)
 
 
@@ -749,6 +755,9 @@ def main(argv=None):
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=float, default=4.0,
                         help="seconds of timed repeats per case and both engines (default 4)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time by the process's CPU time, not wall time (a loaded machine; "
+                             "meaningful with --threads 1)")
     args = parser.parse_args(argv)
     if args.probe:
         with threadpool_limits(limits=1):
@@ -762,6 +771,10 @@ def main(argv=None):
     torch = import_torch()
     torch.set_num_threads(args.threads)
     describe_machine(torch, args.threads)
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
+        print("times below are CPU times of this process (--cpu-time)\n")
     ok = True
     with threadpool_limits(limits=args.threads):
         for name in dict.fromkeys(args.only or SECTIONS):  # in order, each once
