@@ -55,7 +55,9 @@ round and its channel axes swapped:
                      dy_{pad}[n, o, h + u, w + v]
 
 which is the forward pass again (one product per group, no col2im and none of
-its strided adds). Strided layers keep ``W_mat^T dY_B`` and col2im.
+its strided adds). Strided layers (and a padding of k or more) compute
+``dX~_B = W_mat^T dY~_B`` and add it back onto the flat phases, one contiguous
+slice-add per kernel offset: col2im on the wide layout.
 
 Why groups, rather than the whole batch or one image at a time: ``X_B`` is kh kw
 times larger than its images (9x for 3x3), so for the whole batch it would be
