@@ -41,7 +41,7 @@ so the pixels that offset (u, v) sees for every output pixel form the slice
 (K, |B| Ho Wp), are kh kw slice copies of Ho Wp floats each. The product
 ``W_mat X~_B`` is y on a grid Wp wide; its columns j >= Wo wrapped around the
 row edge and are dropped. With stride s the same holds within each stride
-phase of ``x_pad`` (the pixels ``x_pad[a::s, b::s]``, see :func:`flat_phases`):
+phase of ``x_pad`` (the pixels ``x_pad[a::s, b::s]``, see :meth:`WideGrid.flat_phases`):
 offset (u, v) reads phase (u mod s, v mod s) shifted by (u // s, v // s).
 For the weight gradient, ``dY_B`` is spread on the same wide grid with zeros in
 the wrapped columns, so ``dY~_B X~_B^T = dY_B X_B^T``.
