@@ -382,30 +382,7 @@ def bench_small(args, torch):
     print("-" * len(header))
     all_ok, rows = True, []
     for batch in (16, 128):
-        x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
-        onehot = np.zeros((batch, 10), np.float32)
-        onehot[np.arange(batch), rng.integers(0, 10, batch)] = 1.0
-        tx = torch.from_numpy(x.copy())
-
-        def mine_forward():
-            return net.forward(x, cache=False)
-
-        def torch_forward():
-            with torch.no_grad():
-                return model(tx)
-
-        def mine_backward():
-            net.forward(x)
-            return net.backward(onehot, param_grads=False)
-
-        def torch_backward():
-            leaf = tx.clone().requires_grad_(True)
-            model(leaf).backward(torch.from_numpy(onehot))
-            return leaf.grad
-
-        rows += [("ResNet-56 forward", batch, mine_forward, torch_forward, TOLERANCE),
-                 ("ResNet-56 forward + input grad", batch, mine_backward, torch_backward,
-                  GRADIENT_TOLERANCE)]
+        rows += _resnet56_passes(torch, net, model, batch, rng)
     rows.append(_digits_training_step(torch, 64))
     for name, batch, fa, fb, tolerance in rows:
         diff = rel_norm_diff(fa(), np.asarray(fb()))
@@ -418,6 +395,35 @@ def bench_small(args, torch):
     if not all_ok:
         print("FAILED: minicnn and PyTorch differ beyond the tolerance somewhere")
     return all_ok
+
+
+def _resnet56_passes(torch, net, model, batch, rng):
+    """Rows (name, batch, minicnn pass, torch pass, tolerance) for one batch size: the
+    forward pass and the forward pass + input gradient of one logit per image."""
+    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    onehot = np.zeros((batch, 10), np.float32)
+    onehot[np.arange(batch), rng.integers(0, 10, batch)] = 1.0
+    tx = torch.from_numpy(x.copy())
+
+    def mine_forward():
+        return net.forward(x, cache=False)
+
+    def torch_forward():
+        with torch.no_grad():
+            return model(tx)
+
+    def mine_backward():
+        net.forward(x)
+        return net.backward(onehot, param_grads=False)
+
+    def torch_backward():
+        leaf = tx.clone().requires_grad_(True)
+        model(leaf).backward(torch.from_numpy(onehot))
+        return leaf.grad
+
+    return [("ResNet-56 forward", batch, mine_forward, torch_forward, TOLERANCE),
+            ("ResNet-56 forward + input grad", batch, mine_backward, torch_backward,
+             GRADIENT_TOLERANCE)]
 
 
 def _digits_training_step(torch, batch):
