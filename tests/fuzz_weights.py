@@ -652,6 +652,14 @@ def digest(obj):
     return h.hexdigest()
 
 
+def _peak_rss_kib():
+    """The worker's own peak resident memory in KiB. (getrusage's ru_maxrss would
+    not do: Linux carries it across fork and exec, so a worker started by a large
+    pytest process reports that process's peak.)"""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+
+
 def _worker(listing, out):
     import resource
     from minicnn.io import read_caffemodel, read_keras_h5, read_torch_checkpoint
@@ -702,7 +710,7 @@ def _worker(listing, out):
         print(json.dumps({"i": index, "outcome": outcome, "detail": detail, "digest": found,
                           "stages": stages, "left": left,
                           "seconds": round(time.perf_counter() - start, 4),
-                          "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}),
+                          "peak_rss": _peak_rss_kib()}),
               flush=True)
 
 

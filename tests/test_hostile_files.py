@@ -26,6 +26,28 @@ def seeds(tmp_path_factory):
     return fw.make_seeds(tmp_path_factory.mktemp("seeds"))
 
 
+@pytest.fixture(scope="module")
+def old_file(tmp_path_factory):
+    """The shipped model as minicnn wrote files before checksums: HDF5's earliest
+    layout (symbol-table nodes, no checksums), unfiltered arrays and variable-length
+    string attributes."""
+    path = tmp_path_factory.mktemp("old") / "old.h5"
+    with h5py.File(DEFAULT_WEIGHTS, "r") as src, h5py.File(path, "w", libver="earliest") as dst:
+        def attrs(source, target):
+            for name, value in source.attrs.items():
+                target.attrs[name] = value.decode() if isinstance(value, bytes) else value
+
+        def copy(name, item):
+            if isinstance(item, h5py.Dataset):
+                dst.create_dataset(name, data=item[()])
+            else:
+                dst.require_group(name)
+            attrs(item, dst[name])
+        attrs(src, dst)
+        src.visititems(copy)
+    return path
+
+
 @pytest.fixture
 def deadline():
     """Turn a regression into a hang into a failure: SIGALRM interrupts Python loops."""
@@ -225,8 +247,8 @@ def test_virtual_dataset_is_refused(seeds, tmp_path):
 
 
 # -- unclean errors, now WeightsFormatError naming file and place -----------------------------
-def test_bad_symbol_table_node_signature(tmp_path):
-    data = DEFAULT_WEIGHTS.read_bytes()  # written before minicnn used the HDF5 1.8 format
+def test_bad_symbol_table_node_signature(old_file, tmp_path):
+    data = old_file.read_bytes()
     assert data.count(b"SNOD") > 0
     path = tmp_path / "snod.h5"
     path.write_bytes(data.replace(b"SNOD", b"XNOD", 1))
@@ -361,11 +383,16 @@ def test_own_format_arrays_are_checksummed(seeds, tmp_path):
     refused(load, path)
 
 
-def test_old_files_without_the_filter_still_load():
-    with h5py.File(DEFAULT_WEIGHTS, "r") as f:
+def test_old_files_without_the_filter_still_load(old_file):
+    with h5py.File(old_file, "r") as f:
         assert f["layers/fc/weight"].id.get_create_plist().get_nfilters() == 0
         assert f.attrs.get_id("arch").dtype.hasobject  # variable-length strings
-    assert load().metadata["arch"] == "cifar_resnet8"
+    old, new = load(old_file), load()
+    assert old.metadata["arch"] == "cifar_resnet8"
+    assert {k: v for k, v in old.metadata.items() if k != "path"} == \
+        {k: v for k, v in new.metadata.items() if k != "path"}
+    for name, value in new.state_dict().items():
+        np.testing.assert_array_equal(old.state_dict()[name], value)
 
 
 def test_zip_crc_is_checked(seeds, tmp_path):
