@@ -40,18 +40,30 @@ def gallery_sections():
     return [m for m in command_modules() if hasattr(m, "gallery")]
 
 
-def run_gallery(out, weights=None, data=None, seed=0, progress=True):
-    """Make every section's figures in ``out``; returns (index path, failures)."""
+def section_name(module):
+    return module.__name__.rsplit(".", 1)[-1]
+
+
+def run_gallery(out, weights=None, data=None, seed=0, progress=True, only=None):
+    """Make every section's figures in ``out`` (or only the sections named in
+    ``only``); returns (index path, failures, {section: seconds})."""
     from .datasets import as_dataset
     from .io.model_file import load
+    sections = gallery_sections()
+    if only:
+        known = [section_name(m) for m in sections]
+        unknown = [name for name in only if name not in known]
+        if unknown:
+            raise ValueError(f"unknown gallery section(s) {', '.join(unknown)}; the sections are "
+                             f"{', '.join(known)}")
+        sections = [m for m in sections if section_name(m) in only]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     net = load(weights)
     context = GalleryContext(net, as_dataset(data, net), out, seed)
     failures, timings = [], {}
-    sections = gallery_sections()
     for module in tqdm(sections, desc="gallery", unit="section", disable=not progress):
-        context.section = module.__name__.rsplit(".", 1)[-1]
+        context.section = section_name(module)
         start = time.perf_counter()
         try:
             module.gallery(context)
@@ -61,7 +73,7 @@ def run_gallery(out, weights=None, data=None, seed=0, progress=True):
         timings[context.section] = time.perf_counter() - start
     index = out / "index.html"
     index.write_text(_page(net, context, failures, timings), encoding="utf-8")
-    return index, failures
+    return index, failures, timings
 
 
 def _page(net, context, failures, timings):

@@ -102,3 +102,16 @@ def test_gallery_writes_every_figure_and_reports_a_failed_section(tmp_path, monk
     assert "Figure good" in page and "Figure after" in page and "seed 3" in page
     assert "broken: failed" in page and "this section is broken" in page
     assert "1 section(s) failed: broken" in capsys.readouterr().out
+
+
+def test_gallery_only_runs_the_named_sections(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gallery, "gallery_sections",
+                        lambda: [_section("good"), _section("broken", fails=True),
+                                 _section("after")])
+    assert main(["gallery", "--out", str(tmp_path / "g"), "--only", "after"]) == 0
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["after.png", "index.html"]
+    assert "seconds per section: after" in capsys.readouterr().out
+    assert main(["gallery", "--out", str(tmp_path / "h"), "--only", "nope"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown gallery section(s) nope" in error and "good, broken, after" in error
+    assert not (tmp_path / "h").exists()  # refused before anything was written

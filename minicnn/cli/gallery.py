@@ -4,7 +4,10 @@ ORDER = 1
 
 def _gallery(args):
     from ..gallery import run_gallery
-    index, failures = run_gallery(args.out, weights=args.weights, data=args.data, seed=args.seed)
+    index, failures, timings = run_gallery(args.out, weights=args.weights, data=args.data,
+                                           seed=args.seed, only=args.only)
+    print("seconds per section: " + ", ".join(f"{name} {seconds:.0f}"
+                                              for name, seconds in timings.items()))
     print(f"wrote {index}")
     if failures:
         print(f"{len(failures)} section(s) failed: {', '.join(s for s, _ in failures)}")
@@ -13,6 +16,7 @@ def _gallery(args):
 
 
 def register(sub):
+    from ..gallery import gallery_sections, section_name
     p = sub.add_parser("gallery", help="run every technique and write the figures with an "
                        "index.html", description="Run every visualization technique on one "
                        "model (the shipped digits model by default) and write PNG figures and an "
@@ -24,4 +28,7 @@ def register(sub):
     p.add_argument("--data", metavar="FOLDER", help="images (class subfolders name the labels; "
                    "default: the model's own data)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", action="append", metavar="SECTION",
+                   help="make only this section's figures (repeatable): "
+                   f"{', '.join(section_name(m) for m in gallery_sections())}")
     p.set_defaults(func=_gallery)
