@@ -6,6 +6,8 @@ skipped, with the reason shown by ``pytest -rs``, when
 ``minicnn.backend.gpu_available()`` is False. Any other test marked ``gpu`` is
 skipped the same way, so ``pytest -m "not gpu"`` and ``pytest -m gpu`` both work.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -90,3 +92,29 @@ def dev(request):
 @pytest.fixture
 def cpu():
     return Device("cpu")
+
+
+CIFAR_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+"""The real CIFAR-10 data (../shared/data/cifar10): akamaster checkpoints, test JPEGs."""
+CIFAR_CHECKPOINTS = {20: "resnet20-12fca82f.th", 32: "resnet32-d509ac18.th",
+                     44: "resnet44-014dd654.th", 56: "resnet56-4bfd9763.th"}
+
+
+@pytest.fixture(scope="session")
+def cifar_resnet_file(tmp_path_factory):
+    """``cifar_resnet_file(depth)``: the akamaster CIFAR-10 ResNet of that depth converted
+    to a minicnn file, once per test session (every test that needs one shares it);
+    skips with a reason when ../shared/data is absent."""
+    made = {}
+
+    def converted(depth):
+        if depth not in made:
+            source = CIFAR_DATA / CIFAR_CHECKPOINTS[depth]
+            if not source.is_file():
+                pytest.skip(f"real CIFAR-10 checkpoint not found at {source}")
+            from minicnn.io.convert import convert
+            path = tmp_path_factory.mktemp("cifar_resnets") / f"cifar_resnet{depth}.h5"
+            convert(source, path)
+            made[depth] = path
+        return made[depth]
+    return converted

@@ -10,7 +10,6 @@ import pytest
 
 import minicnn
 from minicnn.datasets import as_dataset, image_folder
-from minicnn.io.convert import convert
 from minicnn.io.model_file import load
 from minicnn.techniques import codes, embed, grid_assignment, knn_accuracy
 from minicnn.techniques.codes import code_layer, grid_cost
@@ -120,12 +119,10 @@ def test_points_on_a_grid_land_in_their_own_cells():
 
 
 @pytest.fixture(scope="module")
-def cifar_codes(tmp_path_factory):
+def cifar_codes(cifar_resnet_file):
     if not (DATA / "test").is_dir():
         pytest.skip(f"real CIFAR-10 data not found at {DATA}")
-    path = tmp_path_factory.mktemp("codes") / "cifar_resnet56.h5"
-    convert(DATA / "resnet56-4bfd9763.th", path)
-    net = load(path)
+    net = load(cifar_resnet_file(56))
     data = image_folder(DATA / "test", net.metadata["preprocessing"],
                         net.metadata["labels"]).subset(SUBSET)
     return net, data, codes(net, data, batch_size=100, progress=False)

@@ -155,13 +155,10 @@ def test_bad_input_gives_clear_errors(digits_net):
 
 # -- the real CIFAR-10 test JPEGs ------------------------------------------------------------
 @pytest.fixture(scope="module")
-def resnet56(tmp_path_factory):
+def resnet56(cifar_resnet_file):
     if not (DATA / "test").is_dir():
         pytest.skip(f"real CIFAR-10 data not found at {DATA}")
-    from minicnn.io.convert import convert
-    path = tmp_path_factory.mktemp("resnet56") / "cifar_resnet56.h5"
-    convert(DATA / "resnet56-4bfd9763.th", path)
-    return minicnn.load(path)
+    return minicnn.load(cifar_resnet_file(56))
 
 
 def traced_peak(function):
