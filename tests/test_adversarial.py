@@ -109,11 +109,11 @@ def test_pgd_stays_in_the_ball_and_the_box(digits, dev):
     assert (predict_classes(net, reached) == 7).all()
 
 
-def test_fool_linear_is_exact_and_minimal():
+def test_fool_linear_is_exact_and_minimal(dev):
     rng = np.random.default_rng(0)
     w, x, b = rng.standard_normal(300), rng.uniform(0, 1, 300), 0.3
     for wanted in (0.01, 0.5, 0.996):
-        fooled = fool_linear(w, b, x, wanted)
+        fooled = dev.numpy(fool_linear(dev.array(w), b, dev.array(x), wanted))
         assert sigmoid(fooled @ w + b) == pytest.approx(wanted, rel=1e-12, abs=1e-14)
         eps = abs(linear_epsilon(w, b, x, wanted))
         assert np.abs(fooled - x).max() == pytest.approx(eps, rel=1e-12)
@@ -240,9 +240,10 @@ def test_robust_accuracy_and_transfer_matrix(digits, dev):
             assert matrix[a, b] == pytest.approx(fooled.mean())
 
 
-def test_adversarial_training_raises_fgsm_accuracy_on_its_batch(digits):
+def test_adversarial_training_raises_fgsm_accuracy_on_its_batch(digits, dev):
     _, images, labels = digits
-    net = minicnn.load()
+    net = dev.layer(minicnn.load())
+    images = dev.array(images)
     eps = 0.04
     before = (predict_classes(net, fgsm(net, images, labels, eps)) == labels).mean()
     optimizer = minicnn.SGD(net, lr=0.02, momentum=0.9)
@@ -253,48 +254,110 @@ def test_adversarial_training_raises_fgsm_accuracy_on_its_batch(digits):
     assert after > before
 
 
-def test_extra_class_keeps_the_ten_digits(digits):
-    net, images, _ = digits
+def test_extra_class_keeps_the_ten_digits(digits, dev):
+    _, images, _ = digits
+    net = dev.layer(minicnn.load())
+    images = dev.array(images)
     bigger = with_extra_class(net)
     assert bigger.metadata["labels"][-1] == "adversarial"
-    ours, theirs = PixelModel(bigger).logits(images), PixelModel(net).logits(images)
+    ours = dev.numpy(PixelModel(bigger).logits(images))
+    theirs = dev.numpy(PixelModel(net).logits(images))
     np.testing.assert_allclose(ours[:, :10], theirs, rtol=1e-6)
-    features = net.forward(PixelModel(net).to_input(images), stop_at="global_pool")
-    fc = bigger["fc"].params
+    features = dev.numpy(net.forward(PixelModel(net).to_input(images), stop_at="global_pool"))
+    fc = {k: dev.numpy(v) for k, v in bigger["fc"].params.items()}
     np.testing.assert_allclose(ours[:, 10], features @ fc["weight"][10] + fc["bias"][10],
                                rtol=1e-5, atol=1e-7)
     fgsm(bigger, images, np.full(len(images), 10), 0.01, targeted=True)  # class 10 is valid
 
 
-def test_bad_inputs_say_what_is_wrong(digits):
-    net, images, labels = digits
-    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
-        fgsm(net, images, labels, 8)
-    with pytest.raises(ValueError, match="divide by 255"):
-        fgsm(net, (images * 255).astype(np.uint8), labels, 0.1)
-    with pytest.raises(ValueError, match="divide by 255"):
-        pgd(net, images * 255, labels, 0.1)
-    with pytest.raises(ValueError, match="transpose"):
-        fgsm(net, images.transpose(0, 2, 3, 1), labels, 0.1)
-    with pytest.raises(ValueError, match="one class per image"):
-        pgd(net, images, labels[:3], 0.1)
-    with pytest.raises(ValueError, match="class 10 is out of range; valid: 0 to 9"):
-        fooling_image(net, 10, "noise")
-    with pytest.raises(ValueError, match="out of range"):
-        carlini_wagner_l2(net, images, np.full(len(images), -1))
+# (what is wrong, the call, the words the error must contain); ``x`` are 4 digits in
+# [0, 1] on the test's device, ``y`` their labels, ``net`` the model there
+BAD_INPUTS = [
+    ("eps above 1", lambda net, x, y: fgsm(net, x, y, 8), r"eps = 8 is outside \[0, 1\].*8/255"),
+    ("eps below 0", lambda net, x, y: pgd(net, x, y, -0.1), r"eps = -0.1 is outside \[0, 1\]"),
+    ("eps list", lambda net, x, y: robust_accuracy(net, x, y, "fgsm", eps_list=(0, 8)),
+     r"eps = 8 is outside \[0, 1\]"),
+    ("transfer eps", lambda net, x, y: transfer_matrix([net], [net], x, y, eps=1.5),
+     r"eps = 1.5 is outside \[0, 1\]"),
+    ("alpha above 1", lambda net, x, y: pgd(net, x, y, 0.1, alpha=2), r"alpha = 2 is outside"),
+    ("uint8 images", lambda net, x, y: fgsm(net, (x * 255).astype("uint8"), y, 0.1),
+     r"received uint8; from uint8 pixels divide by 255: images.astype\(np.float32\) / 255"),
+    ("0..255 images", lambda net, x, y: pgd(net, x * 255, y, 0.1),
+     r"must lie in \[0, 1\], received values from 0 to 255; from 0..255 pixels divide by 255"),
+    ("input-space images", lambda net, x, y: deepfool(net, x - 0.5),
+     r"from -0.5 .*PixelModel\(net\).to_images\(x\)"),
+    ("images for CW", lambda net, x, y: carlini_wagner_l2(net, x * 2, y), "divide by 255"),
+    ("images for multi-crop", lambda net, x, y: multicrop_predict(net, x * 255), "divide by 255"),
+    ("images for robustness", lambda net, x, y: robust_accuracy(net, x * 255, y), "divide by 255"),
+    ("start of a fooling image", lambda net, x, y: fooling_image(net, 3, x[:1] * 2),
+     "divide by 255"),
+    ("NaN pixels", lambda net, x, y: fgsm(net, x * float("nan"), y, 0.1), r"\[0, 1\]"),
+    ("channels last", lambda net, x, y: fgsm(net, x.transpose(0, 2, 3, 1), y, 0.1),
+     r"looks like \(N, H, W, 3\); transpose with images.transpose\(0, 3, 1, 2\)"),
+    ("one image", lambda net, x, y: pgd(net, x[0], y[:1], 0.1),
+     r"add a batch axis with image\[None\]"),
+    ("target above the classes", lambda net, x, y: fooling_image(net, 10, "noise"),
+     "target: class 10 is out of range; valid: 0 to 9"),
+    ("targeted PGD", lambda net, x, y: pgd(net, x, [0, 1, 2, 10], 0.1, targeted=True),
+     "class 10 is out of range; valid: 0 to 9"),
+    ("negative label", lambda net, x, y: carlini_wagner_l2(net, x, [-1, 0, 0, 0]),
+     "class -1 is out of range; valid: 0 to 9"),
+    ("float labels", lambda net, x, y: fgsm(net, x, y.astype(float), 0.1),
+     "class indices must be integers"),
+    ("short labels", lambda net, x, y: fgsm(net, x, y[:3], 0.1),
+     r"labels: expected one class per image \(4\), received shape \(3,\)"),
+    ("long labels", lambda net, x, y: pgd(net, x, np.concatenate([y, y]), 0.1),
+     r"one class per image \(4\), received shape \(8,\)"),
+    ("labels for CW", lambda net, x, y: carlini_wagner_l2(net, x, y[:2]), "one class per image"),
+    ("labels for robustness", lambda net, x, y: robust_accuracy(net, x, y[:2]),
+     "one class per image"),
+    ("labels for transfer", lambda net, x, y: transfer_matrix([net], [net], x, y[:2]),
+     "one class per image"),
+    ("targets for the starts", lambda net, x, y: fooling_image(net, [1, 2], x),
+     r"target: expected one class per image \(4\)"),
+    ("unknown attack", lambda net, x, y: robust_accuracy(net, x, y, "bim"),
+     "unknown attack 'bim': use 'fgsm', 'pgd' or a function"),
+    ("PGD steps", lambda net, x, y: pgd(net, x, y, 0.1, steps=0), "steps must be at least 1"),
+    ("DeepFool steps", lambda net, x, y: deepfool(net, x, steps=0), "need steps >= 1"),
+    ("DeepFool candidates", lambda net, x, y: deepfool(net, x, candidates=1),
+     "candidates >= 2"),
+    ("fooling steps", lambda net, x, y: fooling_image(net, 3, x[:1], max_steps=-1),
+     "max_steps must be >= 0"),
+    ("confidence", lambda net, x, y: fooling_image(net, 3, x[:1], confidence=1.0),
+     "strictly between 0 and 1"),
+    ("CW constant", lambda net, x, y: carlini_wagner_l2(net, x, y, c=0), "need c > 0"),
+    ("crops", lambda net, x, y: multicrop_predict(net, x, crops=3), "crops must be 1, 5 or a list"),
+]
+
+
+@pytest.mark.parametrize("call, message", [case[1:] for case in BAD_INPUTS],
+                         ids=[case[0] for case in BAD_INPUTS])
+def test_bad_inputs_say_what_is_wrong(digits, dev, call, message):
+    _, images, labels = digits
+    net = dev.layer(minicnn.load())
+    with pytest.raises(ValueError, match=message):
+        call(net, dev.array(images[:4]), labels[:4])
+
+
+def test_fool_linear_refuses_what_it_cannot_reach():
     with pytest.raises(ValueError, match="strictly between"):
         fool_linear(np.ones(3), 0.0, np.zeros(3), 1.0)
+    with pytest.raises(ValueError, match="w has 3 entries but x has 4"):
+        fool_linear(np.ones(3), 0.0, np.zeros(4), 0.5)
+    with pytest.raises(ValueError, match="w is all zeros"):
+        fool_linear(np.zeros(3), 0.0, np.zeros(3), 0.5)
 
 
 @pytest.mark.parametrize("spec", [None, BGR_SPEC], ids=["digits-spec", "bgr-spec"])
-def test_pixel_model_is_the_weights_files_preprocessing(digits, spec):
+def test_pixel_model_is_the_weights_files_preprocessing(digits, spec, dev):
     from minicnn.images import normalize
-    net, images, _ = digits
+    _, images, _ = digits
+    net = dev.layer(minicnn.load())
     spec = spec or net.metadata["preprocessing"]
     model = PixelModel(net, spec)
     pixels = np.round(images[:3] * 255).astype(np.uint8).transpose(0, 2, 3, 1)
     expected = np.stack([normalize(p, spec) for p in pixels])
-    x = model.to_input(pixels.transpose(0, 3, 1, 2) / 255.0)
-    np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(model.to_images(x), pixels.transpose(0, 3, 1, 2) / 255.0,
-                               atol=1e-6)
+    x = model.to_input(dev.array(pixels.transpose(0, 3, 1, 2) / 255.0))
+    np.testing.assert_allclose(dev.numpy(x), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dev.numpy(model.to_images(x)),
+                               pixels.transpose(0, 3, 1, 2) / 255.0, atol=1e-6)

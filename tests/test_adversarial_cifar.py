@@ -58,24 +58,24 @@ def test_fgsm_and_pgd_equal_torch_on_the_real_checkpoint(resnet20, cifar_images,
     assert np.abs(ours - images).max() <= eps + 1e-15 and 0 <= ours.min() and ours.max() <= 1
 
 
-def test_every_kind_of_fooling_reaches_the_confidence(resnet20, cifar_images):
-    net = load(resnet20)
+def test_every_kind_of_fooling_reaches_the_confidence(resnet20, cifar_images, dev):
+    net = dev.layer(load(resnet20))
     images, labels = cifar_images
     fooled, info = fooling_image(net, [3, 8], "noise", rng=0)
     assert info["reached"].all()
-    probs = PixelModel(net).probabilities(fooled)
+    probs = dev.numpy(PixelModel(net).probabilities(fooled))
     assert probs[0, 3] >= 0.996 and probs[1, 8] >= 0.996
     # a real airplane pushed to "frog": a change of a few grey levels
-    fooled, info = fooling_image(net, 6, images[:1])
-    assert info["reached"][0] and PixelModel(net).probabilities(fooled)[0, 6] >= 0.996
+    fooled, info = fooling_image(net, 6, dev.array(images[:1]))
+    assert info["reached"][0] and float(PixelModel(net).probabilities(fooled)[0, 6]) >= 0.996
     assert info["linf"][0] <= 16 / 255
 
 
-def test_deepfool_and_cw_succeed_on_correct_images(resnet20, cifar_images):
-    net = load(resnet20)
+def test_deepfool_and_cw_succeed_on_correct_images(resnet20, cifar_images, dev):
+    net = dev.layer(load(resnet20))
     images, labels = cifar_images
     right = predict_classes(net, images[:5]) == labels[:5]
-    x, y = images[:5][right], labels[:5][right]
+    x, y = dev.array(images[:5][right]), labels[:5][right]
     assert len(x) >= 3
     adversarial, info = deepfool(net, x)
     assert info["success"].all() and (predict_classes(net, adversarial) != y).all()

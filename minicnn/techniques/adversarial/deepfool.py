@@ -35,6 +35,9 @@ def deepfool(net, images, overshoot=0.02, steps=50, candidates=10, progress=Fals
     images = as_images(model, images)
     if overshoot < 0:
         raise ValueError(f"overshoot must be >= 0, received {overshoot}")
+    if int(steps) < 1 or int(candidates) < 2:
+        raise ValueError(f"need steps >= 1 and candidates >= 2 (the original class and at least "
+                         f"one other), received steps={steps}, candidates={candidates}")
     xp = get_array_module(images)
     n = len(images)
     rows = xp.arange(n)

@@ -48,6 +48,9 @@ def fooling_image(net, target, start="noise", confidence=0.996, max_steps=200, s
     if not 0.0 < float(confidence) < 1.0:
         raise ValueError(f"confidence must lie strictly between 0 and 1, received {confidence}")
     step = check_eps(step, "step")
+    if int(max_steps) < 0:
+        raise ValueError(f"max_steps must be >= 0 (0 measures the start only), received "
+                         f"{max_steps}")
     count = np.size(target) if np.ndim(target) else 1
     images = _start_images(model, start, count, rng)
     targets = check_labels(model.net, target, len(images), "target")
