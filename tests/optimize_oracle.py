@@ -3,8 +3,11 @@ test_class_model_inversion.py and test_dream_style.py: random-weight networks
 with their torch references (float64), features at minicnn's layer names, and
 the losses written out in torch."""
 import numpy as np
+import pytest
 import torch
 
+from conftest import GPU_AVAILABLE, NO_GPU_REASON
+from minicnn.backend import to_cpu
 from minicnn.images import DEFAULT_PREPROCESSING
 from test_models import pair
 
@@ -41,14 +44,40 @@ def relative_error(ours, reference):
     return float(np.abs(np.asarray(ours) - reference).max() / np.abs(reference).max())
 
 
+def on_device(net, a):
+    """A host array moved to the device ``net`` lives on (NumPy or CuPy)."""
+    return net.array_module().asarray(a)
+
+
+def model_on(request):
+    """(net, model, size) of a fixture param (variant, depth, size, device), the net
+    in float64 on that device (the CuPy params carry the gpu mark)."""
+    variant, depth, size, device = request.param
+    if device == "gpu" and not GPU_AVAILABLE:
+        pytest.skip(NO_GPU_REASON)
+    net, model = float64_pair(depth, variant, size)
+    return net.to(device), model, size
+
+
+MODEL_PARAMS = [
+    pytest.param(("cifar", 20, 16, "cpu"), id="cifar_resnet20-numpy"),
+    pytest.param(("torchvision", 50, 64, "cpu"), id="resnet50-numpy"),
+    pytest.param(("cifar", 20, 16, "gpu"), id="cifar_resnet20-cupy", marks=pytest.mark.gpu),
+    pytest.param(("torchvision", 50, 64, "gpu"), id="resnet50-cupy", marks=pytest.mark.gpu),
+]
+"""The CIFAR ResNet-20 at 16 x 16 and ResNet-50 at 64 x 64 (random weights, float64),
+on NumPy and on CuPy."""
+
+
 def check_against_torch(objective, torch_loss, x):
-    """Loss and gradient of ``objective`` at ``x`` against autograd of ``torch_loss``."""
+    """Loss and gradient of ``objective`` at ``x`` (on the objective's device) against
+    autograd of ``torch_loss`` at the same values on the host."""
     loss, grad = objective(x)
-    xt = torch.tensor(x, requires_grad=True)
+    xt = torch.tensor(to_cpu(x), requires_grad=True)
     expected = torch_loss(xt)
     expected.backward()
     assert abs(loss - expected.item()) <= 1e-9 * abs(expected.item())
-    error = relative_error(grad, xt.grad.numpy())
+    error = relative_error(to_cpu(grad), xt.grad.numpy())
     assert error < 1e-8, f"gradient differs from autograd by {error:.2e} (relative)"
     return error
 

@@ -12,8 +12,11 @@ from minicnn.techniques import (class_model, class_model_objective, code_error, 
                                 invert, inversion_objective)
 
 torch = pytest.importorskip("torch", reason="torch is the oracle: pip install 'minicnn[oracle]'")
-from optimize_oracle import (check_against_torch, check_numerically, float64_pair,  # noqa: E402
-                             torch_features, torch_tv, valid_bound)
+from conftest import GPU_AVAILABLE, NO_GPU_REASON, xp_params  # noqa: E402
+from minicnn.backend import to_cpu  # noqa: E402
+from optimize_oracle import (MODEL_PARAMS, check_against_torch, check_numerically,  # noqa: E402
+                             float64_pair, model_on, on_device, torch_features, torch_tv,
+                             valid_bound)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 CHECKPOINT = DATA / "resnet56-4bfd9763.th"
@@ -21,13 +24,11 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
            "truck"]
 
 
-@pytest.fixture(scope="module", params=[("cifar", 8, 16), ("torchvision", 50, 64)],
-                ids=["cifar_resnet8", "resnet50"])
+@pytest.fixture(scope="module", params=MODEL_PARAMS)
 def model_pair(request):
-    variant, depth, size = request.param
-    net, model = float64_pair(depth, variant, size)
+    net, model, size = model_on(request)
     x = 0.5 * np.random.default_rng(1).standard_normal((2, 3, size, size))
-    return net, model, x
+    return net, model, on_device(net, x)
 
 
 def test_class_model_objective_matches_autograd(model_pair):
@@ -42,8 +43,8 @@ def test_class_model_objective_matches_autograd(model_pair):
 def test_inversion_objective_matches_autograd(model_pair):
     net, model, x = model_pair
     image = np.random.default_rng(2).standard_normal(x.shape)
-    objective = inversion_objective(net, image, "res3", alpha=6, alpha_weight=0.3, beta=1.5,
-                                    tv_weight=0.2)
+    objective = inversion_objective(net, on_device(net, image), "res3", alpha=6,
+                                    alpha_weight=0.3, beta=1.5, tv_weight=0.2)
     with torch.no_grad():
         code = torch_features(model, torch.tensor(image))["res3"]
     bound, pixels = valid_bound(), x.shape[2] * x.shape[3]
@@ -109,6 +110,8 @@ def test_class_model_and_inversion_on_the_device(dev):
                                         progress=False)
     np.testing.assert_allclose(dev.numpy(image), cpu_image, rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(device_history.loss, history.loss, rtol=1e-9)
+    again, _ = class_model(net, 1, steps=3, init="noise", jitter=2, blur_every=2, progress=False)
+    np.testing.assert_array_equal(dev.numpy(again), dev.numpy(image))  # bit for bit there too
     code_image = dev.array(np.random.default_rng(1).standard_normal((1, 3, 16, 16)))
     x, _ = invert(net, code_image, "res2", steps=5, progress=False)
     assert type(x) is type(code_image) and x.dtype == np.float64
@@ -116,25 +119,28 @@ def test_class_model_and_inversion_on_the_device(dev):
         net, 0 * code_image, code_image, "res2")[0]
 
 
-# -- the real CIFAR ResNet-56 ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def resnet56(tmp_path_factory):
+# -- the real CIFAR ResNet-56, on NumPy and on CuPy ------------------------------------------
+@pytest.fixture(scope="module", params=xp_params)
+def resnet56(request, tmp_path_factory):
     if not CHECKPOINT.is_file():
         pytest.skip(f"real CIFAR-10 ResNet-56 not found at {CHECKPOINT}")
+    if request.param == "gpu" and not GPU_AVAILABLE:
+        pytest.skip(NO_GPU_REASON)
     from minicnn.io.convert import convert
     from minicnn.io.model_file import load
     path = tmp_path_factory.mktemp("resnet56") / "resnet56.h5"
     convert(CHECKPOINT, path)
-    return load(path)
+    return load(path).to(request.param)
 
 
 def _photo(net, name, index=0):
     from minicnn.images import load_image, preprocess
     path = sorted((DATA / "test" / name).glob("*.jpg"))[index]
-    return preprocess(load_image(path), net.metadata["preprocessing"])[None]
+    return on_device(net, preprocess(load_image(path), net.metadata["preprocessing"])[None])
 
 
 def _softmax(logits):
+    logits = to_cpu(logits)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
@@ -145,6 +151,11 @@ def test_resnet56_class_models_reach_softmax_099_for_every_class(resnet56):
     probabilities = _softmax(resnet56.forward(images))[np.arange(10), classes]
     assert probabilities.min() >= 0.99, probabilities
     assert history.loss[-1] < history.loss[0]
+    # same seed, same image, bit for bit (noise start, jitter and blur all drawn from it)
+    runs = [class_model(resnet56, 3, steps=3, init="noise", blur_every=2, rng=seed,
+                        progress=False)[0] for seed in (5, 5, 6)]
+    np.testing.assert_array_equal(to_cpu(runs[0]), to_cpu(runs[1]))
+    assert not np.array_equal(to_cpu(runs[0]), to_cpu(runs[2]))
 
 
 def test_resnet56_inversion_from_the_first_stage(resnet56):
@@ -162,11 +173,9 @@ def test_resnet56_lbfgs_beats_gradient_descent_and_adam(resnet56):
     if not (DATA / "test").is_dir():
         pytest.skip(f"CIFAR-10 test images not found at {DATA / 'test'}")
     image = _photo(resnet56, "ship")
-    # the best rates of the wider grid that demos/optimize_cifar.py searches, and their
-    # neighbours: gradient descent 10 (of 1, 10, 100), Adam 0.1 (of 0.01 ... 0.3)
-    results = compare_optimizers(resnet56, image, "res2", evaluations=100,
-                                 learning_rates={"gradient": [10.0], "adam": [0.1, 0.3]},
-                                 progress=False)
+    # gradient descent and Adam each get the best of compare_optimizers' grid of rates
+    # (1, 10, 100 and 0.01, 0.03, 0.1, 0.3); L-BFGS needs none
+    results = compare_optimizers(resnet56, image, "res2", evaluations=100, progress=False)
     lbfgs = results["lbfgs"][1]
     assert lbfgs.evaluations[-1] <= 100
     for name in ("gradient", "adam"):

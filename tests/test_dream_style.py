@@ -13,18 +13,19 @@ from minicnn.techniques import (content_loss, dream, dream_objective, gram_matri
 from minicnn.techniques.optimize import valid_range
 
 torch = pytest.importorskip("torch", reason="torch is the oracle: pip install 'minicnn[oracle]'")
-from optimize_oracle import (check_against_torch, check_numerically, float64_pair,  # noqa: E402
-                             torch_features, torch_tv)
+from conftest import GPU_AVAILABLE, NO_GPU_REASON, xp_params  # noqa: E402
+from minicnn.backend import to_cpu  # noqa: E402
+from optimize_oracle import (MODEL_PARAMS, check_against_torch, check_numerically,  # noqa: E402
+                             float64_pair, model_on, on_device, torch_features, torch_tv)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 CHECKPOINT = DATA / "resnet56-4bfd9763.th"
 
 
-@pytest.fixture(scope="module", params=[("cifar", 8, 16), ("torchvision", 50, 64)],
-                ids=["cifar_resnet8", "resnet50"])
+@pytest.fixture(scope="module", params=MODEL_PARAMS)
 def model_pair(request):
-    variant, depth, size = request.param
-    net, model = float64_pair(depth, variant, size)
+    """(net on NumPy or CuPy, torch model, host images: x (2), and three single images)."""
+    net, model, size = model_on(request)
     rng = np.random.default_rng(1)
     images = [0.5 * rng.standard_normal((n, 3, size, size)) for n in (2, 1, 1, 1)]
     return net, model, images
@@ -51,9 +52,10 @@ def torch_style_loss(features, target, statistic):
 def test_style_objective_matches_autograd(model_pair, statistic):
     net, model, (x, content, style_a, style_b) = model_pair
     layers = {"conv1_relu": 0.2, "res2": 0.5, "res3": 0.3}
-    objective = style_objective(net, np.concatenate([content, style_b]), [style_a, style_b],
-                                "res3", layers, content_weight=0.7, style_weight=50.0,
-                                tv_weight=0.01, statistic=statistic, style_blend=[3, 1])
+    objective = style_objective(net, on_device(net, np.concatenate([content, style_b])),
+                                [on_device(net, style_a), on_device(net, style_b)], "res3",
+                                layers, content_weight=0.7, style_weight=50.0, tv_weight=0.01,
+                                statistic=statistic, style_blend=[3, 1])
     with torch.no_grad():
         content_code = torch_features(model, torch.tensor(np.concatenate([content, style_b])))
         targets = {name: 0.75 * torch_statistic(torch_features(model, torch.tensor(style_a))[name],
@@ -68,13 +70,13 @@ def test_style_objective_matches_autograd(model_pair, statistic):
             total = total + 50.0 * weight * torch_style_loss(features[name], targets[name],
                                                              statistic)
         return total + 0.01 * torch_tv(xt)
-    check_against_torch(objective, reference, x)
+    check_against_torch(objective, reference, on_device(net, x))
 
 
 @pytest.mark.parametrize("guided", [False, True], ids=["l2", "guided"])
 def test_dream_objective_matches_autograd(model_pair, guided):
     net, model, (x, guide, _, _) = model_pair
-    objective = dream_objective(net, "res3", guide if guided else None)
+    objective = dream_objective(net, "res3", on_device(net, guide) if guided else None)
     with torch.no_grad():
         guide_code = torch_features(model, torch.tensor(guide))["res3"]
         guide_features = guide_code.reshape(guide_code.shape[1], -1)  # (C, M')
@@ -85,13 +87,13 @@ def test_dream_objective_matches_autograd(model_pair, guided):
             return -0.5 * (a ** 2).sum()
         flat = a.reshape(a.shape[0], a.shape[1], -1)
         return -(flat.transpose(1, 2) @ guide_features).max(dim=2).values.sum()
-    check_against_torch(objective, reference, x)
+    check_against_torch(objective, reference, on_device(net, x))
 
 
 def test_make_step_equals_the_step_written_in_torch(model_pair):
     net, model, (x, _, _, _) = model_pair
-    ours = make_step(net, x, "res3", step_size=1.5, shift=(3, -5))
-    low, high = (torch.tensor(b) for b in valid_range(net, x))
+    ours = to_cpu(make_step(net, on_device(net, x), "res3", step_size=1.5, shift=(3, -5)))
+    low, high = (torch.tensor(to_cpu(b)) for b in valid_range(net, on_device(net, x)))
     rolled = torch.roll(torch.tensor(x), shifts=(3, -5), dims=(2, 3)).requires_grad_(True)
     (0.5 * (torch_features(model, rolled)["res3"] ** 2).sum()).backward()
     g = rolled.grad
@@ -101,21 +103,22 @@ def test_make_step_equals_the_step_written_in_torch(model_pair):
     np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-10, atol=1e-12)
 
 
-def test_losses_and_statistics_against_their_definitions():
+def test_losses_and_statistics_against_their_definitions(dev):
     rng = np.random.default_rng(7)
     features, target = rng.standard_normal((2, 4, 3, 5)), rng.standard_normal((2, 4, 3, 5))
-    np.testing.assert_allclose(gram_matrix(features)[1],
+    np.testing.assert_allclose(dev.numpy(gram_matrix(dev.array(features)))[1],
                                features[1].reshape(4, -1) @ features[1].reshape(4, -1).T)
-    loss, grad = content_loss(features, target)
+    loss, grad = content_loss(dev.array(features), dev.array(target))
     assert loss == pytest.approx(0.5 * ((features - target) ** 2).sum())
+    np.testing.assert_allclose(dev.numpy(grad), features - target)
     for statistic in ("gram", "mean", "mean_std"):
-        stat = style_statistic(target, statistic)
-        loss, grad = style_loss(features, stat, statistic)
+        stat = style_statistic(dev.array(target), statistic)
+        loss, grad = style_loss(dev.array(features), stat, statistic)
         ft = torch.tensor(features, requires_grad=True)
-        expected = torch_style_loss(ft, torch.tensor(stat), statistic)
+        expected = torch_style_loss(ft, torch.tensor(dev.numpy(stat)), statistic)
         expected.backward()
         assert loss == pytest.approx(expected.item(), rel=1e-12)
-        np.testing.assert_allclose(grad, ft.grad.numpy(), rtol=1e-9, atol=1e-13)
+        np.testing.assert_allclose(dev.numpy(grad), ft.grad.numpy(), rtol=1e-9, atol=1e-13)
 
 
 def test_objectives_match_centered_differences_on_a_tiny_image():
@@ -197,29 +200,33 @@ def test_dream_and_style_on_the_device(dev):
     x = dev.array(image)
     ours = dream(net, x, "res3", octaves=2, steps=2, jitter=3, progress=False)[0]
     np.testing.assert_allclose(dev.numpy(ours), expected_dream, rtol=1e-8, atol=1e-9)
+    again = dream(net, x, "res3", octaves=2, steps=2, jitter=3, progress=False)[0]
+    np.testing.assert_array_equal(dev.numpy(again), dev.numpy(ours))  # bit for bit there too
     styled = style_transfer(net, x, x[:, :, ::-1], "res3", ["res2"], steps=3,
                             statistic="mean_std", progress=False)[0]
     np.testing.assert_allclose(dev.numpy(styled), expected_style, rtol=1e-6, atol=1e-7)
 
 
-@pytest.fixture(scope="module")
-def resnet56(tmp_path_factory):
+@pytest.fixture(scope="module", params=xp_params)
+def resnet56(request, tmp_path_factory):
     if not CHECKPOINT.is_file() or not (DATA / "test").is_dir():
         pytest.skip(f"real CIFAR-10 ResNet-56 or test images not found at {DATA}")
+    if request.param == "gpu" and not GPU_AVAILABLE:
+        pytest.skip(NO_GPU_REASON)
     from minicnn.io.convert import convert
     from minicnn.io.model_file import load
     path = tmp_path_factory.mktemp("resnet56") / "resnet56.h5"
     convert(CHECKPOINT, path)
-    return load(path)
+    return load(path).to(request.param)
 
 
 def _photo(net, name, index):
     from minicnn.images import load_image, preprocess
     path = sorted((DATA / "test" / name).glob("*.jpg"))[index]
-    return preprocess(load_image(path), net.metadata["preprocessing"])[None]
+    return on_device(net, preprocess(load_image(path), net.metadata["preprocessing"])[None])
 
 
-@pytest.mark.parametrize("statistic", ["gram", "mean_std"])
+@pytest.mark.parametrize("statistic", ["gram", "mean", "mean_std"])
 def test_resnet56_style_transfer_lowers_the_style_loss_by_90_percent(resnet56, statistic):
     content, style = _photo(resnet56, "cat", 0), _photo(resnet56, "frog", 3)
     x, history = style_transfer(resnet56, content, style, statistic=statistic, steps=60,
@@ -274,6 +281,8 @@ def test_gallery_section_writes_every_figure_with_measured_captions(tmp_path):
     assert names == ["class_models.png", "inversion.png", "inversion_optimizers.png",
                      "dream.png", "style.png"]
     assert all((tmp_path / name).read_bytes()[:4] == b"\x89PNG" for name in names)
+    lowest = float(re.search(r"softmax is at least ([0-9.]+)", context.entries[0][3]).group(1))
+    assert lowest >= 0.99  # each digit's class model convinces the digits model
     finals = dict(re.findall(r"(lbfgs|gradient|adam) ([0-9.e-]+\d)", context.entries[2][3]))
     assert float(finals["lbfgs"]) < min(float(finals["gradient"]), float(finals["adam"]))
 

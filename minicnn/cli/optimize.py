@@ -222,6 +222,7 @@ def register(sub):
 
 def gallery(context):
     import time
+    import numpy as np
     from ..plots.optimize import class_model_figure, image_grid, inversion_figure, loss_curves
     from ..techniques import compare_optimizers, dream, style_objective, style_transfer
     net, data, seed = context.net, context.data, context.seed
@@ -229,12 +230,15 @@ def gallery(context):
     labels = net.metadata.get("labels") or [str(k) for k in range(net.metadata["num_classes"])]
     start = time.perf_counter()
     targets = list(range(len(labels)))
-    images, probabilities = class_models(net, targets, 60, seed, progress=False)
+    # 200 steps: at 60 the digits model's "3" was still at p = 0.06 (the other digits
+    # above 0.99); at 200 every class is above 0.998, in about 2 s on one core
+    images, probabilities = class_models(net, targets, 200, seed, progress=False)
+    lowest = int(np.argmin(probabilities))
     context.add(class_model_figure(images, [labels[t] for t in targets], probabilities, spec),
                 "class_models.png", "Class models",
-                f"Gradient ascent on S_c(I) - 0.001 ||I||^2 from the mean image, 60 steps with "
-                f"jitter and blur ({time.perf_counter() - start:.1f} s); the lowest softmax is "
-                f"{probabilities.min():.3f}.")
+                f"Gradient ascent on S_c(I) - 0.001 ||I||^2 from the mean image, 200 steps with "
+                f"jitter and blur ({time.perf_counter() - start:.1f} s); every class's softmax is "
+                f"at least {probabilities.min():.4f} (the lowest: {labels[lowest]}).")
     image = data.images([0])
     layers = stages(net)
     recon, errors = inversions(net, image, layers, 60, progress=False)
