@@ -672,44 +672,83 @@ def bench_adversarial(args, torch):
 # -- section: image-optimizing objectives -------------------------------------------
 
 def bench_optimize(args, torch):
-    """One evaluation (forward and backward to the image) of the style objective and
-    of the inversion objective on ResNet-50 at 224x224, against the same objective
-    in PyTorch autograd. Style: content res4, style conv1_relu and res2..res5 (Gram
-    matrices); inversion: the code at res4 with the alpha-norm and TV priors."""
+    """One evaluation (forward and backward to the image) of the style objective on
+    ResNet-50 and on VGG-19 at 224x224, and of the inversion objective on ResNet-50,
+    against the same objective in PyTorch autograd (random weights). ResNet-50's
+    style: content res4, style conv1_relu and res2..res5; VGG-19's: Gatys et al.'s
+    content relu4_2, style relu1_1 ... relu5_1 (both Gram matrices, style weight
+    1e5); inversion: the code at res4 with the alpha-norm and TV priors."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from optimize_oracle import torch_features, torch_tv, valid_bound
     from torch_resnets import TorchResNet, load_minicnn_state
+    from minicnn import build
     from minicnn.images import DEFAULT_PREPROCESSING
     from minicnn.models import resnet
     from minicnn.techniques import inversion_objective, style_objective
+    from minicnn.techniques.style import GATYS_VGG_LAYERS
     net = resnet(50, "torchvision", rng=0).eval()
     net.metadata["preprocessing"] = DEFAULT_PREPROCESSING
     model = load_minicnn_state(TorchResNet(50, "torchvision"), net.state_dict(), 50).eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    vgg = build("vgg19", rng=0)
+    vgg.metadata["preprocessing"] = DEFAULT_PREPROCESSING
+    vgg_weights = {name: torch.from_numpy(value) for name, value in vgg.state_dict().items()}
     rng = np.random.default_rng(0)
     x, content, style = (rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
                          for _ in range(3))
     layers = ["conv1_relu", "res2", "res3", "res4", "res5"]
-    cases = {"style (gram)": style_objective(net, content, style, "res4", layers,
-                                             style_weight=1e5),
-             "inversion res4": inversion_objective(net, content, "res4")}
+    vgg_content, vgg_layers = GATYS_VGG_LAYERS
+    cases = {"ResNet-50 style": style_objective(net, content, style, "res4", layers,
+                                                style_weight=1e5),
+             "VGG-19 style": style_objective(vgg, content, style, style_weight=1e5),
+             "ResNet-50 inversion": inversion_objective(net, content, "res4")}
+
+    def vgg_features(xt, wanted):
+        """VGG-19's activations at ``wanted`` through torch.nn.functional, same weights."""
+        out, h = {}, xt
+        for name in vgg.names():
+            if name.startswith("conv"):
+                h = torch.nn.functional.conv2d(h, vgg_weights[f"{name}.weight"],
+                                               vgg_weights[f"{name}.bias"], padding=1)
+            elif name.startswith("relu"):
+                h = torch.relu(h)
+            elif name.startswith("pool"):
+                h = torch.nn.functional.max_pool2d(h, 2, 2)
+            if name in wanted:
+                out[name] = h
+            if len(out) == len(wanted):
+                return out
+        raise KeyError(f"VGG-19 has no layers {sorted(set(wanted) - set(out))}")
+
+    def gram(f):
+        f = f.flatten(2)
+        return f @ f.transpose(1, 2)
+
     with torch.no_grad():
         features_c = torch_features(model, torch.from_numpy(content))
-        features_s = torch_features(model, torch.from_numpy(style))
-    grams = {name: (lambda f: f @ f.transpose(1, 2))(features_s[name].flatten(2))
-             for name in layers}
+        grams = {name: gram(f) for name, f in torch_features(model, torch.from_numpy(style)).items()
+                 if name in layers}
+        vgg_c = vgg_features(torch.from_numpy(content), [vgg_content])[vgg_content]
+        vgg_grams = {name: gram(f) for name, f in
+                     vgg_features(torch.from_numpy(style), vgg_layers).items()}
     bound, pixels = valid_bound(), 224 * 224
 
-    def torch_style(xt):
-        features = torch_features(model, xt)
-        loss = 0.5 * ((features["res4"] - features_c["res4"]) ** 2).sum()
-        for name in layers:
-            f = features[name].flatten(2)
-            c, m = f.shape[1], f.shape[2]
-            loss = loss + 1e5 / len(layers) * ((f @ f.transpose(1, 2) - grams[name]) ** 2).sum() \
+    def style_loss(features, content_layer, content_code, targets):
+        loss = 0.5 * ((features[content_layer] - content_code) ** 2).sum()
+        for name, target in targets.items():
+            f = features[name]
+            c, m = f.shape[1], f.shape[2] * f.shape[3]
+            loss = loss + 1e5 / len(targets) * ((gram(f) - target) ** 2).sum() \
                 / (4 * c * c * m * m)
         return loss
+
+    def torch_style(xt):
+        return style_loss(torch_features(model, xt), "res4", features_c["res4"], grams)
+
+    def torch_vgg_style(xt):
+        features = vgg_features(xt, [vgg_content, *vgg_layers])
+        return style_loss(features, vgg_content, vgg_c, vgg_grams)
 
     def torch_inversion(xt):
         code = features_c["res4"]
@@ -717,15 +756,18 @@ def bench_optimize(args, torch):
         return (data + 1e-3 * (xt.abs() ** 6).sum() / (pixels * bound ** 6)
                 + 1e-3 * torch_tv(xt) / (pixels * (bound / 6.5) ** 2))
 
-    references = {"style (gram)": torch_style, "inversion res4": torch_inversion}
-    print(f"ResNet-50 (torchvision variant, random weights), 224x224, float32, {args.threads} "
-          "thread(s): one evaluation of the objective, forward + backward to the image")
-    header = f"{'objective':<16} {'minicnn ms':>11} {'torch ms':>10} {'ratio':>7} {'grad diff':>10}"
+    references = {"ResNet-50 style": torch_style, "VGG-19 style": torch_vgg_style,
+                  "ResNet-50 inversion": torch_inversion}
+    print(f"ResNet-50 (torchvision variant) and VGG-19, random weights, 224x224, float32, "
+          f"{args.threads} thread(s): one evaluation of the objective, forward + backward to "
+          "the image")
+    header = (f"{'objective':<20} {'minicnn ms':>11} {'torch ms':>10} {'ratio':>7} "
+              f"{'grad diff':>10}")
     print(header)
     print("-" * len(header))
     all_ok = True
     for name, objective in cases.items():
-        def mine():
+        def mine(objective=objective):
             return objective(x)[1]
 
         def theirs(reference=references[name]):
@@ -737,7 +779,7 @@ def bench_optimize(args, torch):
         ok = diff < GRADIENT_TOLERANCE
         all_ok &= ok
         t_a, t_b = time_pair(mine, theirs, args.budget, least=2, most=10)
-        print(f"{name:<16} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f} {diff:>10.1e}"
+        print(f"{name:<20} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f} {diff:>10.1e}"
               f"{'' if ok else '  WRONG'}", flush=True)
     return all_ok
 
