@@ -29,11 +29,23 @@ from .layers.base import ShapeError
 
 def _plus(a, b):
     """Sum of two gradients where None means 'no gradient reached here'."""
+    return _plus_owned(a, False, b, False)[0]
+
+
+def _plus_owned(a, a_owned, b, b_owned):
+    """:func:`_plus` for a backward pass that tracks which gradients it owns (that
+    nothing else holds): the sum goes into an owned one of the two when there
+    is one (the same floats as ``a + b``), else into a new array. Returns
+    (sum, whether the pass owns it)."""
     if a is None:
-        return b
+        return b, b_owned
     if b is None:
-        return a
-    return a + b
+        return a, a_owned
+    for into, owned, other in ((a, a_owned, b), (b, b_owned, a)):
+        if owned and into.shape == other.shape and into.dtype == other.dtype:
+            into += other
+            return into, True
+    return a + b, True
 
 
 class _Stop(Exception):
@@ -55,23 +67,27 @@ class _Pass:
         self.inject = inject or {}
         self.output_shapes = {}
 
-    def arriving(self, module, dout):
+    def arriving(self, module, dout, owned=False):
         """The gradient on ``module``'s output: what came down plus what is injected
-        there, kept when a backward pass captures it."""
-        dout = _plus(dout, self.inject.get(module.name))
+        there (the caller's array, never owned), kept when a backward pass captures
+        it (and then no longer owned: the caller gets it back). Returns
+        (gradient, owned)."""
+        dout, owned = _plus_owned(dout, owned, self.inject.get(module.name), False)
         if module.name in self.capture:
             self.activations[module.name] = dout
-        return dout
+            owned = False
+        return dout, owned
 
     def forward(self, module, *inputs, owned=False):
-        """Run ``module``. ``owned``: its input is an array that only this pass holds
-        (see :meth:`owns_output`), which an inference pass lets a layer with a
-        ``forward_inplace`` method (batch norm, ReLU) overwrite instead of
-        allocating a new one."""
+        """Run ``module``. ``owned``: its (first) input is an array that only this
+        pass holds (see :meth:`owns_output`), which a layer with a
+        ``forward_inplace`` method (ReLU, the residual add; batch norm when
+        nothing is cached) overwrites instead of allocating a new one."""
         if isinstance(module, Container):
             out = module.run_forward(self, *inputs)
         else:
-            if owned and not self.cache and hasattr(module, "forward_inplace"):
+            if owned and hasattr(module, "forward_inplace") and (
+                    not self.cache or module.inplace_keeps_cache):
                 out = module.forward_inplace(*inputs)
             else:
                 out = module.forward(*inputs)
@@ -86,26 +102,35 @@ class _Pass:
 
     def chain(self, modules, x):
         """Run ``modules`` one after another on ``x``, which the caller still holds:
-        only what a module returns may be owned by the next one."""
+        only what a module returns may be owned by the next one. Returns the
+        last output and whether this pass owns it."""
         owned = False
         for module in modules:
             x = self.forward(module, x, owned=owned)
             owned = self.owns_output(module)
-        return x
+        return x, owned
 
     def owns_output(self, module):
         """Whether ``module`` returned a new array that nobody else holds: a layer
-        whose class promises a fresh output (``fresh_output``) and that was not
-        captured. Containers say no: their output may be a captured child's."""
-        return getattr(module, "fresh_output", False) and module.name not in self.capture
+        whose class promises a fresh output (``fresh_output``), that was not
+        captured, and, when the pass caches, that does not keep its output for
+        its own backward (``keeps_output``). Containers say no: their output
+        may be a captured child's."""
+        return (getattr(module, "fresh_output", False) and module.name not in self.capture
+                and not (self.cache and module.keeps_output))
 
-    def backward(self, module, dout):
-        dout = self.arriving(module, dout)
+    def backward(self, module, dout, owned=False):
+        """Backpropagate ``dout`` through ``module``; ``owned`` says that only this
+        pass holds ``dout``, so a layer with ``backward_inplace`` (ReLU, batch
+        norm) may overwrite it. Returns (gradient on the input, owned)."""
+        dout, owned = self.arriving(module, dout, owned)
         if isinstance(module, Container):
-            return module.run_backward(self, dout)
+            return module.run_backward(self, dout, owned)
         if dout is None:
-            return None
-        return module.backward(dout)
+            return None, False
+        if owned and hasattr(module, "backward_inplace"):
+            return module.backward_inplace(dout), True
+        return module.backward(dout), owned or not module.passes_gradient_through
 
 
 class Container:
@@ -161,12 +186,12 @@ class Sequential(Container):
             self.add(child_name, module)
 
     def run_forward(self, run, x):
-        return run.chain(self.children.values(), x)
+        return run.chain(self.children.values(), x)[0]
 
-    def run_backward(self, run, dout):
+    def run_backward(self, run, dout, owned=False):
         for child in reversed(list(self.children.values())):
-            dout = run.backward(child, dout)
-        return dout
+            dout, owned = run.backward(child, dout, owned)
+        return dout, owned
 
 
 class Residual(Container):
@@ -187,25 +212,27 @@ class Residual(Container):
         self.activation = self.add("relu", ReLU()) if activation == "relu" else None
 
     def run_forward(self, run, x):
-        main = run.chain(self.branch, x)  # x is shared: neither path owns it
-        short = run.chain(self.shortcut, x)
-        out = run.forward(self.sum, main, short)
+        main, main_owned = run.chain(self.branch, x)  # x is shared: neither path owns it
+        short, _ = run.chain(self.shortcut, x)
+        out = run.forward(self.sum, main, short, owned=main_owned)
         if self.activation is not None:
             out = run.forward(self.activation, out, owned=run.owns_output(self.sum))
         return out
 
-    def run_backward(self, run, dout):
+    def run_backward(self, run, dout, owned=False):
         if self.activation is not None:
-            dout = run.backward(self.activation, dout)
-        dout = run.arriving(self.sum, dout)
+            dout, owned = run.backward(self.activation, dout, owned)
+        dout, owned = run.arriving(self.sum, dout, owned)
         d_main = d_short = None
         if dout is not None:
             d_main, d_short = self.sum.backward(dout)
+        # d_main and d_short are one array, so neither path owns it
+        main_owned = short_owned = False
         for child in reversed(self.branch):
-            d_main = run.backward(child, d_main)
+            d_main, main_owned = run.backward(child, d_main, main_owned)
         for child in reversed(self.shortcut):
-            d_short = run.backward(child, d_short)
-        return _plus(d_main, d_short)
+            d_short, short_owned = run.backward(child, d_short, short_owned)
+        return _plus_owned(d_main, main_owned, d_short, short_owned)
 
 
 class Network(Sequential):
@@ -340,7 +367,7 @@ class Network(Sequential):
                 layer.param_grads = layer.param_grads and param_grads
                 if not layer.param_grads:  # stale gradients must not reach an optimizer step
                     layer.grads = {}
-            dx = self.run_backward(run, None)
+            dx, _ = self.run_backward(run, None)
         finally:
             for layer, flag in zip(layers, saved):
                 layer.param_grads = flag

@@ -12,7 +12,15 @@ A layer is a small object with
   only the gradient on the input image is wanted, which is most visualizations);
 * ``fresh_output`` (class attribute): True when forward always returns a new
   array, which an inference pass may then let the next layer overwrite
-  (``forward_inplace``, see :meth:`minicnn.network.Network.forward`).
+  (``forward_inplace``, see :meth:`minicnn.network.Network.forward`);
+* ``inplace_keeps_cache`` (class attribute): True when ``forward_inplace``
+  also keeps what backward needs, so a pass that caches may use it too;
+* ``keeps_output`` (class attribute): True when the layer's cache holds its own
+  output, which a pass that caches must then not let the next layer overwrite;
+* ``passes_gradient_through`` (class attribute): True when backward returns
+  ``dout`` or a view of it; every other layer's backward returns an array that
+  nothing else holds, which the layer below may overwrite (``backward_inplace``,
+  see :meth:`minicnn.network.Network.backward`).
 """
 import threading
 
@@ -27,6 +35,9 @@ class ShapeError(ValueError):
 
 class Layer:
     fresh_output = False  # layers that never return a view of their input say True
+    inplace_keeps_cache = False
+    keeps_output = False
+    passes_gradient_through = False
 
     def __init__(self):
         self.name = type(self).__name__

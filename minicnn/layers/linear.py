@@ -47,6 +47,7 @@ class Linear(Layer):
 
 
 class Flatten(Layer):
+    passes_gradient_through = True  # backward returns a view of dout
     def forward(self, x):
         self._check_input(x, None)
         if x.ndim < 2:

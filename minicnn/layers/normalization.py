@@ -22,7 +22,9 @@ Backward in training mode (mu and sigma depend on every x of the channel):
 Eval mode uses the running statistics, so BN is a fixed per-channel affine map
 ``y = a x + b`` with ``a = gamma / sqrt(running_var + eps)`` and
 ``b = beta - a running_mean``; its backward is ``dx = a dy``, and it can be
-folded into the convolution before it (:func:`fold_into_conv`).
+folded into the convolution before it (:func:`fold_into_conv`). Inside a network,
+where nothing else holds the array, eval mode writes ``y`` over ``x`` in an
+inference pass (``forward_inplace``) and ``dx`` over ``dy`` (``backward_inplace``).
 """
 import numpy as np
 
@@ -106,18 +108,32 @@ class BatchNorm2d(Layer):
         self.out_shape = x.shape
         return x
 
+    def backward_inplace(self, dout):
+        """:meth:`backward`, overwriting ``dout`` with ``dx`` in eval mode (``dx = a dy``
+        needs nothing else); training mode's ``dx`` is a new array as in backward."""
+        if self.cache is None or self.cache[0] != "eval":
+            return self.backward(dout)
+        self._check_backward(dout)
+        if self.param_grads:
+            self._eval_param_grads(dout)
+        dout *= _per_channel(self.cache[2])
+        return dout
+
+    def _eval_param_grads(self, dout):
+        """dgamma = sum dy x_hat, dbeta = sum dy, with x_hat from the running statistics."""
+        _, x, _ = self.cache
+        xp = xp_of(dout)
+        x_hat = (x - _per_channel(self.buffers["running_mean"])) * _per_channel(
+            1.0 / xp.sqrt(self.buffers["running_var"] + self.eps))
+        self.grads["weight"] = _channel_sum(dout, x_hat)
+        self.grads["bias"] = _channel_sum(dout)
+
     def backward(self, dout):
         self._check_backward(dout)
-        mode, saved, factor = self.cache  # saved: x_hat in train mode, x in eval mode
-        x_hat = saved
-        if mode == "eval" and self.param_grads:
-            xp = xp_of(dout)
-            x_hat = (saved - _per_channel(self.buffers["running_mean"])) * _per_channel(
-                1.0 / xp.sqrt(self.buffers["running_var"] + self.eps))
+        mode, x_hat, factor = self.cache  # x_hat in train mode, x in eval mode
         if mode == "eval":
             if self.param_grads:
-                self.grads["weight"] = _channel_sum(dout, x_hat)
-                self.grads["bias"] = _channel_sum(dout)
+                self._eval_param_grads(dout)
             return dout * _per_channel(factor)
         inv_std = factor
         m = dout.shape[0] * dout.shape[2] * dout.shape[3]

@@ -172,6 +172,7 @@ class _WindowPool(Layer):
 
 class MaxPool2d(_WindowPool):
     pad_value = -np.inf
+    keeps_output = True
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()

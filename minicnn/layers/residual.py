@@ -3,7 +3,8 @@ r"""The residual add and the parameter-free "option A" shortcut.
 Add: ``y = a + b`` for two inputs of one shape; backward hands ``dy`` to both:
 ``da = db = dy``. A residual block is ``relu(branch(x) + shortcut(x))``; when the
 shortcut is the identity, the gradient on ``x`` is the branch's plus ``dy`` itself,
-which is why deep residual nets train.
+which is why deep residual nets train. Inside a network, where nothing else holds
+the branch's output ``a``, the sum goes into it (``forward_inplace``).
 
 ChannelPadShortcut (the CIFAR ResNets' "option A"): when a block halves the
 resolution and doubles the channels, the shortcut keeps every second pixel and
@@ -16,8 +17,19 @@ from .base import Layer, ShapeError, xp_of
 
 class Add(Layer):
     fresh_output = True
+    inplace_keeps_cache = True  # backward needs nothing from forward
 
     def forward(self, a, b):
+        self._check_pair(a, b)
+        return a + b
+
+    def forward_inplace(self, a, b):
+        """:meth:`forward`, overwriting ``a`` with the sum."""
+        self._check_pair(a, b)
+        a += b
+        return a
+
+    def _check_pair(self, a, b):
         if a.shape != b.shape:
             raise ShapeError(f"{self._describe()}: the two inputs of a residual add must have one "
                              f"shape, received {tuple(a.shape)} (branch) and {tuple(b.shape)} "
@@ -29,7 +41,6 @@ class Add(Layer):
                             f"{b.dtype}; both inputs of a residual add need one dtype")
         self.cache = True
         self.out_shape = a.shape
-        return a + b
 
     def backward(self, dout):
         self._check_backward(dout)
