@@ -16,7 +16,7 @@ writes the figures into OUT (with --docs, palette PNGs for the README too):
   convolutional, so it takes any size);
 * neural style on dog.jpg at 96 pixels with a procedural wave texture (made
   here, seeded) as the style, style weight 1e6, for each statistic and with the
-  colours kept.
+  colours kept (whose style loss is measured on the luminance images it works on).
 
 ``--only`` runs some of the sections: class, inversion, comparison, dream, style.
 """
@@ -39,6 +39,7 @@ from minicnn.plots.optimize import (class_model_figure, image_grid, inversion_fi
                                     loss_curves)
 from minicnn.techniques import (class_model, code_error, compare_optimizers, dream,  # noqa: E402
                                 invert, style_objective, style_transfer)
+from minicnn.techniques.style import luminance_image  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA = SHARED / "cifar10"
@@ -172,15 +173,22 @@ def styles(net, spec, args):
         start = time.perf_counter()
         x, history = style_transfer(net, content, style, statistic=statistic, steps=200,
                                     style_weight=1e6, preserve_colors=keep, progress=False)
-        measure = style_objective(net, content, style, content_weight=0.0, style_weight=1.0,
-                                  statistic=statistic)
-        drop = 1 - measure(x)[0] / measure(content)[0]
+        if keep:  # the transfer ran on luminance: measure it there
+            gray = luminance_image(content, spec)
+            measure = style_objective(net, gray, luminance_image(style, spec, match=content),
+                                      content_weight=0.0, style_weight=1.0, statistic=statistic)
+            before, after = measure(gray)[0], measure(luminance_image(x, spec))[0]
+        else:
+            measure = style_objective(net, content, style, content_weight=0.0, style_weight=1.0,
+                                      statistic=statistic)
+            before, after = measure(content)[0], measure(x)[0]
+        drop = 1 - after / before
         label = statistic + (", colours kept" if keep else "")
-        print(f"  {label:<20} style loss {measure(content)[0]:.4g} -> {measure(x)[0]:.4g} "
+        print(f"  {label:<20} style loss {before:.4g} -> {after:.4g} "
               f"(-{drop:.1%}), {history.evaluations[-1]} evaluations, "
               f"{time.perf_counter() - start:.1f} s")
         row.append(x[0])
-        titles.append(f"{label}\nstyle loss -{drop:.0%}")
+        titles.append(f"{label}\n{'luminance ' if keep else ''}style loss -{drop:.0%}")
     write(image_grid(row, titles, spec, title="CIFAR ResNet-56: neural style", cell=1.9),
           "optimize_style_cifar56.png", args)
 

@@ -214,8 +214,10 @@ def _yiq(pixels, matrix):
     return xp.einsum("ij,njhw->nihw", xp.asarray(matrix, pixels.dtype), pixels)
 
 
-def _luminance_image(x, spec, match=None):
-    """The gray image of x's luminance Y (its mean and deviation set to ``match``'s)."""
+def luminance_image(x, spec, match=None):
+    """The gray image (Y, Y, Y) of x's luminance Y, in the network's input space; with
+    ``match``, Y's mean and deviation are set to ``match``'s luminance's. These are the
+    images a ``preserve_colors`` transfer works on (measure its style loss on them)."""
     y = _yiq(_to_rgb(x, spec), YIQ)[:, :1]
     if match is not None:
         reference = _yiq(_to_rgb(match, spec), YIQ)[:, :1]
@@ -252,8 +254,8 @@ def style_transfer(net, content, style, content_layer=None, style_layers=None,
     spec = preprocessing_of(net)
     if preserve_colors:
         styles = style if isinstance(style, (list, tuple)) else [style]
-        style = [_luminance_image(_fit_style(s, content), spec, match=content) for s in styles]
-        original, content = content, _luminance_image(content, spec)
+        style = [luminance_image(_fit_style(s, content), spec, match=content) for s in styles]
+        original, content = content, luminance_image(content, spec)
     objective = style_objective(net, content, style, content_layer, style_layers, content_weight,
                                 style_weight, tv_weight, statistic, style_blend)
     bounds = valid_range(net, content)
