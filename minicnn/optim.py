@@ -44,8 +44,11 @@ class SGD(Optimizer):
                 g = g + self.weight_decay * p
             slot = (id(layer), key)
             v = self.state.get(slot)
-            v = g.copy() if v is None else self.momentum * v + g
-            self.state[slot] = v
+            if v is None:
+                v = self.state[slot] = g.copy()
+            else:  # v = momentum v + g, in place
+                v *= self.momentum
+                v += g
             p -= self.lr * v
 
 

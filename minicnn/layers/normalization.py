@@ -66,7 +66,17 @@ class BatchNorm2d(Layer):
         shift = self.params["bias"] - scale * self.buffers["running_mean"]
         return scale, shift
 
+    @property
+    def inplace_keeps_cache(self):
+        """Training mode keeps ``x - mu``, not ``x``, so it may write ``y`` over ``x``
+        in any pass; eval mode keeps ``x`` (for dgamma), so only in inference."""
+        return self.training
+
     def forward(self, x):
+        return self._forward(x, None)
+
+    def _forward(self, x, out):
+        """Forward, writing ``y`` to ``out`` (None: a new array; ``x``: in place)."""
         self._check_input(x, ("N", self.num_features, "H", "W"))
         xp = xp_of(x)
         gamma, beta = self.params["weight"], self.params["bias"]
@@ -77,36 +87,30 @@ class BatchNorm2d(Layer):
                                  f"per channel, received input of shape {tuple(x.shape)}; "
                                  "use a larger batch or eval()")
             mean = _channel_sum(x) / m
-            x_hat = x - _per_channel(mean)  # x - mu, scaled to x_hat in place below
-            var = _channel_sum(x_hat, x_hat) / m
+            centered = x - _per_channel(mean)
+            var = _channel_sum(centered, centered) / m
             inv_std = 1.0 / xp.sqrt(var + self.eps)
-            x_hat *= _per_channel(inv_std)
-            out = x_hat * _per_channel(gamma)
+            # y = gamma x_hat + beta = (gamma / sigma) (x - mu) + beta: one pass fewer
+            # than building x_hat, which backward does without as well
+            out = xp.multiply(centered, _per_channel(gamma * inv_std), out=out)
             out += _per_channel(beta)
             mom = self.momentum
             self.buffers["running_mean"] = (1 - mom) * self.buffers["running_mean"] + mom * mean
             self.buffers["running_var"] = ((1 - mom) * self.buffers["running_var"]
                                            + mom * var * (m / (m - 1)))
-            self.cache = ("train", x_hat, inv_std)
+            self.cache = ("train", centered, inv_std)
         else:
             scale, shift = self.eval_affine()
-            out = x * _per_channel(scale)
+            out = xp.multiply(x, _per_channel(scale), out=out)
             out += _per_channel(shift)
             self.cache = ("eval", x, scale)  # x_hat only if backward wants dgamma
         self.out_shape = out.shape
         return out
 
     def forward_inplace(self, x):
-        """Inference only (nothing kept for backward): in eval mode, overwrite ``x``
-        with the output; in training mode the batch statistics need a copy."""
-        if self.training:
-            return self.forward(x)
-        self._check_input(x, ("N", self.num_features, "H", "W"))
-        scale, shift = self.eval_affine()
-        x *= _per_channel(scale)
-        x += _per_channel(shift)
-        self.out_shape = x.shape
-        return x
+        """:meth:`forward`, overwriting ``x`` with the output (in eval mode, the
+        network calls it only when nothing is cached: see inplace_keeps_cache)."""
+        return self._forward(x, x)
 
     def backward_inplace(self, dout):
         """:meth:`backward`, overwriting ``dout`` with ``dx`` in eval mode (``dx = a dy``
@@ -130,19 +134,19 @@ class BatchNorm2d(Layer):
 
     def backward(self, dout):
         self._check_backward(dout)
-        mode, x_hat, factor = self.cache  # x_hat in train mode, x in eval mode
+        mode, saved, factor = self.cache  # x - mu in train mode, x in eval mode
         if mode == "eval":
             if self.param_grads:
                 self._eval_param_grads(dout)
             return dout * _per_channel(factor)
-        inv_std = factor
+        centered, inv_std = saved, factor  # x_hat = centered inv_std
         m = dout.shape[0] * dout.shape[2] * dout.shape[3]
-        sum_dout, sum_dout_xhat = _channel_sum(dout), _channel_sum(dout, x_hat)
+        sum_dout, sum_dout_xhat = _channel_sum(dout), _channel_sum(dout, centered) * inv_std
         if self.param_grads:
             self.grads["weight"], self.grads["bias"] = sum_dout_xhat, sum_dout
         # the equation above, one pass per term: (x_hat (-sum dy x_hat / m) + dy
         # - sum dy / m) gamma / sqrt(var + eps)
-        dx = x_hat * _per_channel(-sum_dout_xhat / m)
+        dx = centered * _per_channel(-sum_dout_xhat * inv_std / m)
         dx += dout
         dx -= _per_channel(sum_dout / m)
         dx *= _per_channel(self.params["weight"] * inv_std)
