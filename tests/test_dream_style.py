@@ -1,7 +1,8 @@
 """DeepDream and neural style: every objective's gradient against torch autograd
-(CIFAR ResNet and ResNet-50, random weights, float64) and centered differences;
+(CIFAR ResNet-20 and ResNet-50, random weights, float64) and centered differences;
 one make_step against the same step written in torch; reproducibility; bad input;
-and the real CIFAR ResNet-56 lowering the style loss by at least 90 %."""
+and the real CIFAR ResNet-56 lowering the style loss by at least 90 % for each
+statistic. The network tests run on NumPy and, under the gpu marker, on CuPy."""
 import warnings
 from pathlib import Path
 
