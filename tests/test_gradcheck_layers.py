@@ -193,7 +193,7 @@ def test_check_catches_missing_term_in_batchnorm_train_backward():
 def test_check_catches_wrong_avgpool_divisor(monkeypatch):
     def backward(self, dout):  # divides by kh instead of kh * kw
         self._check_backward(dout)
-        return self._scatter(dout, lambda k, pixels: dout / self.kernel_size[0])
+        return self._scatter(dout, lambda group, k, pixels: dout[group] / self.kernel_size[0])
 
     monkeypatch.setattr(AvgPool2d, "backward", backward)
     rng = np.random.default_rng(0)

@@ -258,3 +258,72 @@ def test_float32_passes_stay_float32_and_near_float64():
     assert out32.dtype == dx32.dtype == np.float32
     np.testing.assert_allclose(out32, out64, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dx32, dx64, rtol=1e-4, atol=1e-5)
+
+
+def max_pool_reference(x, dout, kernel, stride, padding, ceil_mode):
+    """Max pooling's backward written out: im2col of the -inf padded input, each
+    window's first maximum in row-major order (``argmax``), dy added back there."""
+    from minicnn.layers import im2col
+    from minicnn.layers.pooling import pooled_size
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    ho = pooled_size(h, kh, sh, ph, ceil_mode)
+    wo = pooled_size(w, kw, sw, pw, ceil_mode)
+    hp, wp = (ho - 1) * sh + kh, (wo - 1) * sw + kw
+    x_pad = np.full((n, c, max(hp, h + 2 * ph), max(wp, w + 2 * pw)), -np.inf)
+    x_pad[:, :, ph:ph + h, pw:pw + w] = x
+    cols = im2col(x_pad, kernel, stride, (ho, wo)).reshape(n, c, kh * kw, ho, wo)
+    first = cols.argmax(axis=2)  # the first maximum on ties
+    dx_pad = np.zeros_like(x_pad)
+    for k in range(kh * kw):
+        u, v = divmod(k, kw)
+        dx_pad[:, :, u:u + sh * (ho - 1) + 1:sh, v:v + sw * (wo - 1) + 1:sw] += dout * (first == k)
+    return cols.max(axis=2), dx_pad[:, :, ph:ph + h, pw:pw + w]
+
+
+POOL_CASES = [  # (input shape, kernel, stride, padding, ceil mode)
+    ((2, 3, 11, 12), (3, 3), (2, 2), (1, 1), False),
+    ((3, 2, 9, 9), (3, 3), (2, 2), (0, 0), True),
+    ((1, 4, 13, 10), (2, 3), (1, 2), (1, 1), False),
+    ((2, 1, 7, 8), (2, 2), (2, 2), (0, 0), False),
+    ((4, 2, 10, 11), (3, 2), (3, 1), (1, 0), True),
+]
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding,ceil_mode", POOL_CASES)
+@pytest.mark.parametrize("group_bytes", [1, 4 << 20])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_max_pool_backward_by_groups_matches_the_reference(dev, shape, kernel, stride, padding,
+                                                          ceil_mode, group_bytes, dtype):
+    """Ties (small integers) go to the window's first maximum in row-major order, as
+    PyTorch does; one image per group or the whole batch in one."""
+    rng = np.random.default_rng(shape[2])
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    layer = MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
+    layer.group_bytes = group_bytes
+    out = layer.forward(dev.array(x))
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    expected_out, expected_dx = max_pool_reference(x.astype(F64), dout.astype(F64), kernel,
+                                                   stride, padding, ceil_mode)
+    dx = layer.backward(dev.array(dout))
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dev.numpy(out), expected_out)
+    np.testing.assert_allclose(dev.numpy(dx), expected_dx, rtol=1e-6, atol=1e-6)
+    # a second backward from the same forward gives the same (the groups restore state)
+    np.testing.assert_array_equal(dev.numpy(layer.backward(dev.array(dout))), dev.numpy(dx))
+
+
+@pytest.mark.parametrize("group_bytes", [1, 4 << 20])
+def test_avg_pool_backward_by_groups_matches_the_adjoint(dev, group_bytes):
+    """<dx, e> = <dy, pool(e)> for the linear average pool, whatever the grouping."""
+    from minicnn.layers import AvgPool2d
+    rng = np.random.default_rng(3)
+    layer = AvgPool2d(3, 2, 1)
+    layer.group_bytes = group_bytes
+    x = rng.standard_normal((3, 2, 9, 10))
+    dout = rng.standard_normal(layer.forward(dev.array(x)).shape)
+    dx = dev.numpy(layer.backward(dev.array(dout)))
+    probe = rng.standard_normal(x.shape)
+    np.testing.assert_allclose((dx * probe).sum(),
+                               (dout * dev.numpy(layer.forward(dev.array(probe)))).sum(),
+                               rtol=1e-12)
