@@ -22,6 +22,7 @@ A layer is a small object with
   nothing else holds, which the layer below may overwrite (``backward_inplace``,
   see :meth:`minicnn.network.Network.backward`).
 """
+import math
 import threading
 
 import numpy as np
@@ -105,10 +106,8 @@ class Layer:
         shape = getattr(x, "shape", None)
         if shape is None:
             raise TypeError(f"{self._describe()}: expected an array, received {type(x).__name__}")
-        if expected is None:
-            expected = shape
-        if len(shape) != len(expected) or any(
-                isinstance(e, int) and e != s for e, s in zip(expected, shape)):
+        if expected is not None and (len(shape) != len(expected) or any(
+                isinstance(e, int) and e != s for e, s in zip(expected, shape))):
             pattern = "(" + ", ".join(str(d) for d in expected) + ")"
             raise ShapeError(f"{self._describe()}: expected input of shape {pattern}, "
                              f"received {tuple(shape)}")
@@ -121,7 +120,8 @@ class Layer:
                     f"{self._describe()}: input dtype {x.dtype} differs from parameter "
                     f"{key!r} dtype {p.dtype}; convert the input with x.astype('{p.dtype}') "
                     f"or the network with .astype('{x.dtype}')")
-            if device_of(p) != device_of(x):
+            # one array type is one device; only a mixed pair needs a closer look
+            if type(p) is not type(x) and device_of(p) != device_of(x):
                 raise TypeError(
                     f"{self._describe()}: input is on the {device_of(x).upper()} but parameter "
                     f"{key!r} is on the {device_of(p).upper()}; move one with .to('{device_of(p)}')"
@@ -167,12 +167,11 @@ def scratch(xp, slot, shape, dtype):
     system, and writing one pays a page fault per 4 KiB; on the CIFAR ResNets
     those faults took as long as the convolutions' arithmetic.
     """
-    size = 1
-    for dim in shape:
-        size *= dim
-    if size * np.dtype(dtype).itemsize > SCRATCH_BYTES:
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    if size * dtype.itemsize > SCRATCH_BYTES:
         return xp.empty(shape, dtype=dtype)
-    key = (slot, xp.__name__, np.dtype(dtype).str)
+    key = (slot, xp.__name__, dtype.str)
     buffers = _scratch.__dict__
     buffer = buffers.get(key)
     if buffer is None or buffer.size < size:
