@@ -130,27 +130,40 @@ CONV_SHAPES = [
     ("7x7/2 3->64 @224", 3, 64, 7, 2, 3, 224),   # conv1
     ("3x3 64->64 @56", 64, 64, 3, 1, 1, 56),     # conv2_x, middle of a bottleneck
     ("1x1 256->64 @56", 256, 64, 1, 1, 0, 56),   # conv2_x, bottleneck reduction
+    ("3x3 128->128 @28", 128, 128, 3, 1, 1, 28),  # conv3_x
+    ("3x3 256->256 @14", 256, 256, 3, 1, 1, 14),  # conv4_x
     ("3x3 512->512 @7", 512, 512, 3, 1, 1, 7),   # conv5_x, middle of a bottleneck
+    # and the CIFAR ResNets' three stages
+    ("3x3 16->16 @32", 16, 16, 3, 1, 1, 32),
+    ("3x3 32->32 @16", 32, 32, 3, 1, 1, 16),
+    ("3x3 64->64 @8", 64, 64, 3, 1, 1, 8),
 ]
-CONV_BATCHES = (1, 8)
+CONV_BATCHES = (1, 8, 32)
 
 
 def bench_conv(args, torch):
     """Conv2d forward + backward (input and weight gradients), minicnn vs PyTorch.
 
-    Bias-free, as every convolution in ResNet-50.
+    Bias-free, as every convolution in ResNet-50. Where a stride-1 3x3 layer goes
+    through Winograd (``path``), ``wide ms`` times the same layer with Winograd
+    switched off (:data:`minicnn.layers.winograd.ENABLED`); its weight gradient
+    is on the wide lowering either way.
     """
+    from minicnn.layers import winograd
+    from minicnn.layers.winograd import use_winograd
     F = torch.nn.functional
     rng = np.random.default_rng(0)
     print(f"Conv2d forward + backward (dx and dW), float32, {args.threads} thread(s); "
           f"median of repeats, ms")
-    header = (f"{'shape':<20} {'batch':>5} {'minicnn ms':>11} {'torch ms':>10} {'ratio':>7}"
-              f" {'max rel diff':>13}")
+    header = (f"{'shape':<20} {'batch':>5} {'path':>8} {'minicnn ms':>11} {'wide ms':>8}"
+              f" {'torch ms':>10} {'ratio':>7} {'max rel diff':>13}")
     print(header)
     print("-" * len(header))
     ratios, all_ok = [], True
     for label, cin, cout, k, s, p, size in CONV_SHAPES:
         for batch in CONV_BATCHES:
+            if batch > 8 and size > 32:
+                continue  # ResNet-50's early layers at batch 32: long, and nothing new
             layer = Conv2d(cin, cout, k, s, p, bias=False, rng=rng)
             x = rng.standard_normal((batch, cin, size, size)).astype(np.float32)
             ho = (size + 2 * p - k) // s + 1
@@ -181,7 +194,16 @@ def bench_conv(args, torch):
             t_mine, t_torch = time_pair(run_minicnn, run_torch, args.budget)
             ratio = t_mine / t_torch
             ratios.append(ratio)
-            print(f"{label:<20} {batch:>5} {t_mine:>11.2f} {t_torch:>10.2f} {ratio:>7.2f}"
+            fast = use_winograd((k, k), (s, s), (cin, cout), (ho, ho), batch)
+            wide = ""
+            if fast:
+                winograd.ENABLED = False
+                try:
+                    wide = f"{time_pair(run_minicnn, run_torch, args.budget)[0]:.2f}"
+                finally:
+                    winograd.ENABLED = True
+            print(f"{label:<20} {batch:>5} {'winograd' if fast else 'wide':>8} {t_mine:>11.2f}"
+                  f" {wide:>8} {t_torch:>10.2f} {ratio:>7.2f}"
                   f" {diff:>13.1e}{'' if ok else '  WRONG'}", flush=True)
     print("-" * len(header))
     geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))

@@ -73,6 +73,13 @@ pass: the layer holds only ``x`` between the passes, and when ``param_grads``
 is False (only ``dx`` wanted, as in most visualizations) no columns of ``x``
 are built at all.
 
+**Winograd for 3x3 at stride 1.** Where the layer is wide enough and the
+batch large enough (:func:`~minicnn.layers.winograd.use_winograd`), the
+forward pass and the stride-1 input gradient above go through Winograd's
+F(2x2, 3x3) instead (:mod:`minicnn.layers.winograd`): the same correlation
+with 16 multiplications per 2x2 output block and channel pair instead of 36.
+The weight gradient stays on the wide lowering.
+
 A 1x1 convolution without padding needs no columns: every field is one pixel,
 so ``y[n]`` viewed as (O, P) is ``W_mat x[n]`` viewed as (O, C) @ (C, P), one
 product per image, which ``matmul`` runs over the stacked images straight
@@ -81,6 +88,7 @@ into the output.
 import numpy as np
 
 from .base import Layer, xp_of, kaiming_uniform, scratch
+from .winograd import transform_kernel, use_winograd, winograd_correlate
 from ..backend import DEFAULT_DTYPE
 
 
@@ -244,8 +252,11 @@ def correlate(x, weight, stride, padding, group_bytes):
     o, _, kh, kw = weight.shape
     ho = output_size(h, kh, stride[0], padding[0])
     wo = output_size(w, kw, stride[1], padding[1])
-    grid = WideGrid((kh, kw), stride, (ho, wo))
     out = xp.empty((n, o, ho, wo), dtype=x.dtype)
+    if use_winograd((kh, kw), stride, (c, o), (ho, wo), n):
+        return winograd_correlate(x, transform_kernel(weight), padding, out,
+                                  lambda per_image: image_groups(n, per_image, group_bytes))
+    grid = WideGrid((kh, kw), stride, (ho, wo))
     w_mat = weight.reshape(o, -1)
     for group in image_groups(n, (c * kh * kw + o) * grid.length * x.dtype.itemsize,
                               group_bytes):
@@ -364,8 +375,8 @@ class Conv2d(Layer):
         return dweight.reshape(self.params["weight"].shape)
 
     def _input_grad(self, dout, x_shape):
-        """dx: the flipped-kernel convolution of dy at stride 1, else the wide col2im
-        of ``W_mat^T dY~_B``."""
+        """dx: the flipped-kernel convolution of dy at stride 1 (by Winograd where
+        :func:`use_winograd` says), else the wide col2im of ``W_mat^T dY~_B``."""
         xp = xp_of(dout)
         n, c = x_shape[:2]
         o = self.out_channels
@@ -381,9 +392,15 @@ class Conv2d(Layer):
             dx[:, :, ::sh, ::sw] = dx_sub
             return dx
         if (sh, sw) == (1, 1) and ph < kh and pw < kw:
+            padding = (kh - 1 - ph, kw - 1 - pw)
+            if use_winograd(self.kernel_size, (1, 1), (o, c), x_shape[2:], n):
+                return winograd_correlate(
+                    dout, transform_kernel(weight, flipped=True), padding,
+                    xp.empty(x_shape, dtype=dout.dtype),
+                    lambda per_image: image_groups(n, per_image, self.group_bytes))
             flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
-            return correlate(dout, xp.ascontiguousarray(flipped), (1, 1),
-                             (kh - 1 - ph, kw - 1 - pw), self.group_bytes)
+            return correlate(dout, xp.ascontiguousarray(flipped), (1, 1), padding,
+                             self.group_bytes)
         # Strided: dX~_B = W_mat^T dY~_B, added back onto the flat phases of dx_pad
         # (the wrapped columns of dY~_B are zero, so they add nothing).
         grid = WideGrid(self.kernel_size, self.stride, (ho, wo))

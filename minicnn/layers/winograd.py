@@ -1,0 +1,198 @@
+r"""Winograd minimal filtering F(2x2, 3x3) for stride-1 3x3 convolutions.
+
+Lavin & Gray (2016), "Fast Algorithms for Convolutional Neural Networks".
+Cut the padded input ``x_pad`` into 4x4 tiles ``d`` overlapping by 2 (tile
+(t, s) starts at row 2t, column 2s); each tile gives a 2x2 block of the output:
+
+.. math::
+    Y_{t,s} = A^T \Big[ \sum_c (G\, g_{o,c}\, G^T) \odot (B^T d_{c,t,s}\, B) \Big] A
+
+with ``g_{o,c}`` the 3x3 kernel from input channel c to output channel o and
+
+.. math::
+    B^T = \begin{pmatrix} 1 & 0 & -1 & 0 \\ 0 & 1 & 1 & 0 \\
+                          0 & -1 & 1 & 0 \\ 0 & 1 & 0 & -1 \end{pmatrix},\quad
+    G = \begin{pmatrix} 1 & 0 & 0 \\ \tfrac12 & \tfrac12 & \tfrac12 \\
+                        \tfrac12 & -\tfrac12 & \tfrac12 \\ 0 & 0 & 1 \end{pmatrix},\quad
+    A^T = \begin{pmatrix} 1 & 1 & 1 & 0 \\ 0 & 1 & -1 & -1 \end{pmatrix}.
+
+At each of the 16 positions (k, l) of a tile the sum over c is a matrix
+product: with ``U[kl] = (G g G^T)[:, :, k, l]`` (O, C) and ``V[kl]`` (C, tiles)
+the transformed tiles of a group of images, ``M[kl] = U[kl] V[kl]``: one
+batched ``matmul`` of 16 products (O, C) x (C, tiles). A 2x2 output block
+then costs 16 C multiply-adds per output channel instead of 4 x 9 C, 2.25x
+fewer, paid for by the transforms: a few adds per tile and channel, each an
+operation over all tiles at once.
+
+**Where the tiles come from.** Rows 2t .. 2t+3 of ``x_pad`` are rows t and
+t+1 of its even rows and of its odd rows, so ``x_pad`` is split once into its
+four phases (even/odd rows x even/odd columns), each a (T+1, S+1) grid, and
+every row of ``B^T d`` is two phases combined, one of them shifted a row on:
+``(B^T d)_0 = d_0 - d_2 = even[t] - even[t+1]``. Laid out flat, a row on is
+``S + 1`` places on and a column on is one place on, so each of the 8 + 16
+combinations is one contiguous operation over all channels, images and tiles
+(NumPy runs long contiguous loops several times faster than many short
+ones). The price: the last row and column of each phase grid also come out
+as tiles (garbage ones, read across the grid's edge), the products run on
+(T+1)(S+1) tiles instead of T S, and the output drops them.
+
+The output transform needs no shifts: every tile's 2x2 block is four sums of
+the 16 products of that tile, written to ``y[:, :, 2t + a, 2s + b]``.
+"""
+import numpy as np
+
+from .base import xp_of, scratch
+
+TRANSFORM_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+KERNEL_TRANSFORM = np.kron(TRANSFORM_G, TRANSFORM_G)
+"""(16, 9): ``vec(G g G^T) = (G kron G) vec(g)``, row-major vectors of the 4x4 and the 3x3."""
+
+ENABLED = True
+"""False sends every convolution through the wide lowering (tests/benchmark.py's
+``conv`` section times both)."""
+
+MIN_CHANNELS = 32
+MIN_TILES = 32
+MIN_PRODUCTS = 1 << 18
+COMPACT_ABOVE = 32
+"""Copy the real tiles out before the products when ``O x garbage / all tiles``
+exceeds this: measured on one core, the copy paid off for 512 channels at 7x7
+(36 % of the tiles garbage; 1.5 vs 2.2 ms) and 256 at 14x14, not for 64 at 8x8."""
+
+
+def use_winograd(kernel, stride, channels, out_size, images):
+    """Whether a correlation of this geometry goes through F(2x2, 3x3).
+
+    ``channels`` is (in, out). Measured on one core (AVX2 OpenBLAS) against the
+    wide lowering, Winograd wins when
+    * both channel counts are at least :data:`MIN_CHANNELS`: the tile transforms
+      cost per channel and per tile, the products save per pair of channels;
+    * there are at least :data:`MIN_TILES` output blocks in the batch: the kernel
+      transform (16 O C values per call) is paid once and saved on every block;
+    * in all, at least :data:`MIN_PRODUCTS` (in x out x blocks): a call's fixed
+      Python cost (some 40 array operations) is small beside its arithmetic.
+
+    The measurements behind the thresholds (Winograd / wide, forward, float32):
+    16 channels at 32x32, 0.96 at batch 16 and 128 (not worth it); 32 at 16x16,
+    1.32 at batch 1, 0.93 at 4, 0.84 at 16; 64 at 8x8, 1.55 at batch 1, 1.17 at 2,
+    1.00 at 4, 0.77 at 16 and 128; 64 at 56x56, 0.65; 128 at 28x28, 0.61; 256 at
+    14x14, 0.68 at batch 1, 0.53 at 8; 512 at 7x7, 1.22 at batch 1, 0.99 at 2, 0.80
+    at 4, 0.73 at 8.
+    """
+    if not ENABLED or kernel != (3, 3) or stride != (1, 1) or min(channels) < MIN_CHANNELS:
+        return False
+    blocks = images * ((out_size[0] + 1) // 2) * ((out_size[1] + 1) // 2)
+    return blocks >= MIN_TILES and channels[0] * channels[1] * blocks >= MIN_PRODUCTS
+
+
+def transform_kernel(weight, flipped=False):
+    """``U[kl] = (G g G^T)[kl]`` for every (o, c) of ``weight`` (O, C, 3, 3): (16, O, C).
+
+    With ``flipped``, the kernel of the input gradient instead, ``g'[c, o, u, v] =
+    g[o, c, 2-u, 2-v]``: (16, C, O). Turning g round reverses its 9 taps, i.e. the
+    columns of ``G kron G``; swapping the channels is a transposed view that BLAS reads
+    in place.
+    """
+    xp = xp_of(weight)
+    o, c = weight.shape[:2]
+    taps = weight.reshape(o * c, 9).T  # (9, O C), a view
+    transform = KERNEL_TRANSFORM[:, ::-1] if flipped else KERNEL_TRANSFORM
+    transform = xp.asarray(np.ascontiguousarray(transform), dtype=weight.dtype)
+    kernel = xp.matmul(transform, taps).reshape(16, o, c)
+    return kernel.transpose(0, 2, 1) if flipped else kernel
+
+
+def split_phases(x, padding, tiles, out):
+    """Fill ``out`` (2, 2, C, m, T+1, S+1) with the phases of ``x`` (m, C, H, W)
+    zero-padded: ``out[a, b, c, n, t, s] = x_pad[n, c, 2 t + a, 2 s + b]``, zero
+    past the edges of x."""
+    n, c, h, w = x.shape
+    (ph, pw), (t, s) = padding, tiles
+    out[...] = 0
+    by_channel = x.transpose(1, 0, 2, 3)
+    for a in range(2):
+        t0 = (ph - a + 1) // 2   # the first phase row that is a row of x,
+        r0 = 2 * t0 + a - ph     # which row of x it is,
+        rows = len(range(r0, min(h, 2 * t + a - ph + 1), 2))  # and how many there are
+        for b in range(2):
+            s0 = (pw - b + 1) // 2
+            c0 = 2 * s0 + b - pw
+            cols = len(range(c0, min(w, 2 * s + b - pw + 1), 2))
+            out[a, b, :, :, t0:t0 + rows, s0:s0 + cols] = \
+                by_channel[:, :, r0:r0 + 2 * rows:2, c0:c0 + 2 * cols:2]
+    return out
+
+
+def winograd_correlate(x, kernel, padding, out, groups):
+    """``out[n, o, i, j] = sum_{c,u,v} g[o, c, u, v] x_pad[n, c, i + u, j + v]`` by
+    F(2x2, 3x3), from ``kernel = transform_kernel(g)`` (16, O, C) and ``x`` (N, C, H, W)
+    into ``out`` (N, O, Ho, Wo); ``groups(per_image_bytes)`` gives the slices of images
+    processed together."""
+    xp = xp_of(x)
+    n, c, h, w = x.shape
+    o = kernel.shape[1]
+    ho, wo = out.shape[2:]
+    t, s = (ho + 1) // 2, (wo + 1) // 2
+    row = s + 1  # one row on, in a flat phase grid
+    grid = (t + 1) * row
+    for group in groups(16 * (c + o) * grid * x.dtype.itemsize):
+        m = group.stop - group.start
+        size = c * m * grid  # one flat phase, all channels and images of the group
+        # The shifted reads run up to row + 1 places past the last phase, into garbage
+        # tiles only; zeros there keep those finite.
+        flat = scratch(xp, "winograd phases", (4 * size + row + 1,), x.dtype)
+        flat[4 * size:] = 0
+        split_phases(x[group], padding, (t, s), flat[:4 * size].reshape(2, 2, c, m, t + 1, row))
+
+        def phase(a, b, shift):
+            start = (2 * a + b) * size + shift
+            return flat[start:start + size]
+
+        rows = scratch(xp, "winograd rows", (8 * size + 1,), x.dtype)  # B^T d, both column phases
+        rows[8 * size:] = 0  # read one place past, likewise
+
+        def row_of(k, b, shift):
+            start = (2 * k + b) * size + shift
+            return rows[start:start + size]
+
+        for b in range(2):  # the rows of B^T: d0 - d2, d1 + d2, d2 - d1, d1 - d3
+            xp.subtract(phase(0, b, 0), phase(0, b, row), out=row_of(0, b, 0))
+            xp.add(phase(1, b, 0), phase(0, b, row), out=row_of(1, b, 0))
+            xp.subtract(phase(0, b, row), phase(1, b, 0), out=row_of(2, b, 0))
+            xp.subtract(phase(1, b, 0), phase(1, b, row), out=row_of(3, b, 0))
+        tiles = scratch(xp, "winograd tiles", (4, 4, size), x.dtype)  # V = B^T d B
+        for k in range(4):  # the same combinations of the columns
+            xp.subtract(row_of(k, 0, 0), row_of(k, 0, 1), out=tiles[k, 0])
+            xp.add(row_of(k, 1, 0), row_of(k, 0, 1), out=tiles[k, 1])
+            xp.subtract(row_of(k, 0, 1), row_of(k, 1, 0), out=tiles[k, 2])
+            xp.subtract(row_of(k, 1, 0), row_of(k, 1, 1), out=tiles[k, 3])
+
+        tile_rows, tile_cols = t + 1, row
+        if o * (grid - t * s) > COMPACT_ABOVE * grid:
+            # Copying the real tiles out costs less than the products spend on the garbage.
+            real = scratch(xp, "winograd real tiles", (16, c, m, t, s), x.dtype)
+            real[...] = tiles.reshape(16, c, m, t + 1, row)[..., :t, :s]
+            tiles, tile_rows, tile_cols = real, t, s
+        count = m * tile_rows * tile_cols  # tiles per channel, real or garbage
+        products = scratch(xp, "winograd products", (4, 4, o * count), x.dtype)
+        xp.matmul(kernel, tiles.reshape(16, c, count), out=products.reshape(16, o, count))
+
+        # Y = A^T M A: the rows of A^T are (1, 1, 1, 0) and (0, 1, -1, -1)
+        half = scratch(xp, "winograd half", (2, 4, o * count), x.dtype)  # A^T M
+        xp.add(products[0], products[1], out=half[0])
+        half[0] += products[2]
+        xp.subtract(products[1], products[2], out=half[1])
+        half[1] -= products[3]
+        blocks = scratch(xp, "winograd blocks", (2, 2, o * count), x.dtype)  # A^T M A
+        for a in range(2):
+            xp.add(half[a, 0], half[a, 1], out=blocks[a, 0])
+            blocks[a, 0] += half[a, 2]
+            xp.subtract(half[a, 1], half[a, 2], out=blocks[a, 1])
+            blocks[a, 1] -= half[a, 3]
+        blocks = blocks.reshape(2, 2, o, m, tile_rows, tile_cols)
+        for a in range(2):
+            for b in range(2):  # drop the garbage tiles (and a ragged last row or column)
+                target = out[group, :, a::2, b::2]
+                rows_ab, cols_ab = target.shape[2:]
+                target[...] = blocks[a, b, :, :, :rows_ab, :cols_ab].transpose(1, 0, 2, 3)
+    return out
