@@ -96,7 +96,7 @@ def random_bn(channels, rng, dtype):
 
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-11), (np.float32, 2e-4)])
-@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (4, 5, 1, 3), (1, 2, 9, 2)])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (4, 5, 1, 3), (1, 2, 9, 2), (6, 3, 4, 5)])
 def test_batchnorm_training_matches_its_equations(dev, dtype, rtol, shape):
     """Training mode keeps x - mu, not x_hat: same y, dx and parameter gradients as the
     equations in float64 (and within float32 rounding), in place or not."""
@@ -121,14 +121,28 @@ def test_batchnorm_training_matches_its_equations(dev, dtype, rtol, shape):
                                    atol=rtol * shape[0] * shape[2] * shape[3])
 
 
-def test_batchnorm_eval_backward_inplace_matches_backward(dev):
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (5, 3, 4, 6)])
+def test_batchnorm_eval_matches_its_equations_in_place_or_not(dev, shape):
+    """Eval mode: y = a x + b, dx = a dy, dgamma = sum dy x_hat, dbeta = sum dy, with
+    the running statistics (a batch of 2 broadcasts per channel, of 5 uses rows)."""
     rng = np.random.default_rng(5)
-    bn = dev.layer(random_bn(3, rng, F64).eval())
-    x = dev.array(rng.standard_normal((2, 3, 5, 7)))
-    dout = dev.array(rng.standard_normal((2, 3, 5, 7)))
-    bn.forward(x)
+    bn = random_bn(3, rng, F64).eval()
+    x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
+    std = np.sqrt(bn.buffers["running_var"] + bn.eps).reshape(1, -1, 1, 1)
+    x_hat = (x - bn.buffers["running_mean"].reshape(1, -1, 1, 1)) / std
+    gamma = bn.params["weight"].reshape(1, -1, 1, 1)
+    y_ref = gamma * x_hat + bn.params["bias"].reshape(1, -1, 1, 1)
+    bn = dev.layer(bn)
+    np.testing.assert_allclose(dev.numpy(bn.forward_inplace(dev.array(x.copy()))), y_ref,
+                               rtol=1e-13, atol=1e-13)
+    x, dout = dev.array(x), dev.array(dout)
+    np.testing.assert_allclose(dev.numpy(bn.forward(x)), y_ref, rtol=1e-13, atol=1e-13)
     expected = dev.numpy(bn.backward(dout))
+    np.testing.assert_allclose(expected, gamma / std * dev.numpy(dout), rtol=1e-13)
     grads = {k: dev.numpy(v) for k, v in bn.grads.items()}
+    np.testing.assert_allclose(grads["weight"], (dev.numpy(dout) * x_hat).sum(axis=(0, 2, 3)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(grads["bias"], dev.numpy(dout).sum(axis=(0, 2, 3)), rtol=1e-12)
     bn.grads = {}
     dout2 = dout.copy()
     assert bn.backward_inplace(dout2) is dout2

@@ -36,6 +36,25 @@ def _per_channel(v):
     return v.reshape(1, -1, 1, 1)
 
 
+def _channelwise(ufunc, x, v, out=None):
+    """``ufunc(x[:, c], v[c])`` for every channel c of x (N, C, H, W), into ``out``.
+
+    Why not plain broadcasting of v as (1, C, 1, 1): NumPy then runs its loop for
+    an operand that does not move, which took 1.4-1.8x as long on the CIFAR
+    ResNets' batches as the vector loop does on v repeated into one image's
+    (C H W) row, broadcast over the batch. The row costs a pass over one image,
+    which a batch of a few images does not repay.
+    """
+    n, c, h, w = x.shape
+    if (xp_of(x) is not np or n < 4 or not x.flags.c_contiguous
+            or (out is not None and not out.flags.c_contiguous)):
+        return ufunc(x, _per_channel(v), out=out)
+    if out is None:
+        return ufunc(x.reshape(n, -1), np.repeat(v, h * w)).reshape(x.shape)
+    ufunc(x.reshape(n, -1), np.repeat(v, h * w), out=out.reshape(n, -1))
+    return out
+
+
 def _channel_sum(a, b=None):
     """Per channel, the sum over (N, H, W) of ``a``, or of ``a * b`` without building
     it: einsum reduces in one pass, 3x faster than ``sum(axis=(0, 2, 3))``."""
@@ -87,13 +106,13 @@ class BatchNorm2d(Layer):
                                  f"per channel, received input of shape {tuple(x.shape)}; "
                                  "use a larger batch or eval()")
             mean = _channel_sum(x) / m
-            centered = x - _per_channel(mean)
+            centered = _channelwise(xp.subtract, x, mean)
             var = _channel_sum(centered, centered) / m
             inv_std = 1.0 / xp.sqrt(var + self.eps)
             # y = gamma x_hat + beta = (gamma / sigma) (x - mu) + beta: one pass fewer
             # than building x_hat, which backward does without as well
-            out = xp.multiply(centered, _per_channel(gamma * inv_std), out=out)
-            out += _per_channel(beta)
+            out = _channelwise(xp.multiply, centered, gamma * inv_std, out=out)
+            _channelwise(xp.add, out, beta, out=out)
             mom = self.momentum
             self.buffers["running_mean"] = (1 - mom) * self.buffers["running_mean"] + mom * mean
             self.buffers["running_var"] = ((1 - mom) * self.buffers["running_var"]
@@ -101,9 +120,10 @@ class BatchNorm2d(Layer):
             self.cache = ("train", centered, inv_std)
         else:
             scale, shift = self.eval_affine()
-            out = xp.multiply(x, _per_channel(scale), out=out)
-            out += _per_channel(shift)
-            self.cache = ("eval", x, scale)  # x_hat only if backward wants dgamma
+            out = _channelwise(xp.multiply, x, scale, out=out)
+            _channelwise(xp.add, out, shift, out=out)
+            # x for x_hat, if backward wants dgamma; nothing once y is written over x
+            self.cache = ("eval", x, scale) if out is not x else None
         self.out_shape = out.shape
         return out
 
@@ -120,15 +140,15 @@ class BatchNorm2d(Layer):
         self._check_backward(dout)
         if self.param_grads:
             self._eval_param_grads(dout)
-        dout *= _per_channel(self.cache[2])
-        return dout
+        return _channelwise(xp_of(dout).multiply, dout, self.cache[2], out=dout)
 
     def _eval_param_grads(self, dout):
         """dgamma = sum dy x_hat, dbeta = sum dy, with x_hat from the running statistics."""
         _, x, _ = self.cache
         xp = xp_of(dout)
-        x_hat = (x - _per_channel(self.buffers["running_mean"])) * _per_channel(
-            1.0 / xp.sqrt(self.buffers["running_var"] + self.eps))
+        x_hat = _channelwise(xp.subtract, x, self.buffers["running_mean"])
+        _channelwise(xp.multiply, x_hat, 1.0 / xp.sqrt(self.buffers["running_var"] + self.eps),
+                     out=x_hat)
         self.grads["weight"] = _channel_sum(dout, x_hat)
         self.grads["bias"] = _channel_sum(dout)
 
@@ -138,7 +158,7 @@ class BatchNorm2d(Layer):
         if mode == "eval":
             if self.param_grads:
                 self._eval_param_grads(dout)
-            return dout * _per_channel(factor)
+            return _channelwise(xp_of(dout).multiply, dout, factor)
         centered, inv_std = saved, factor  # x_hat = centered inv_std
         m = dout.shape[0] * dout.shape[2] * dout.shape[3]
         sum_dout, sum_dout_xhat = _channel_sum(dout), _channel_sum(dout, centered) * inv_std
@@ -146,11 +166,11 @@ class BatchNorm2d(Layer):
             self.grads["weight"], self.grads["bias"] = sum_dout_xhat, sum_dout
         # the equation above, one pass per term: (x_hat (-sum dy x_hat / m) + dy
         # - sum dy / m) gamma / sqrt(var + eps)
-        dx = centered * _per_channel(-sum_dout_xhat * inv_std / m)
+        xp = xp_of(dout)
+        dx = _channelwise(xp.multiply, centered, -sum_dout_xhat * inv_std / m)
         dx += dout
-        dx -= _per_channel(sum_dout / m)
-        dx *= _per_channel(self.params["weight"] * inv_std)
-        return dx
+        _channelwise(xp.subtract, dx, sum_dout / m, out=dx)
+        return _channelwise(xp.multiply, dx, self.params["weight"] * inv_std, out=dx)
 
 
 def fold_into_conv(conv, bn):
