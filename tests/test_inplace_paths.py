@@ -341,3 +341,29 @@ def test_avg_pool_backward_by_groups_matches_the_adjoint(dev, group_bytes):
     np.testing.assert_allclose((dx * probe).sum(),
                                (dout * dev.numpy(layer.forward(dev.array(probe)))).sum(),
                                rtol=1e-12)
+
+
+def test_a_float32_training_step_makes_no_float64():
+    """Forward, backward and an SGD step of the digits ResNet-8 in float32: every
+    output, gradient, cache, buffer and momentum stays float32 (no temporaries
+    promoted by a Python float or a float64 constant)."""
+    from minicnn import load
+    from minicnn.layers import SoftmaxCrossEntropy
+    from minicnn.optim import SGD
+    net = load().train()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    loss_fn, optimizer = SoftmaxCrossEntropy(), SGD(net, lr=0.01, momentum=0.9,
+                                                   weight_decay=1e-4)
+    for _ in range(2):
+        logits = net.forward(x)
+        loss_fn.forward(logits, np.arange(4))
+        dx, grads = net.backward(loss_fn.backward(), capture=["conv1", "res2"])
+        optimizer.step()
+    arrays = [logits, dx, *grads.values(), *optimizer.state.values()]
+    for layer in net.layers():
+        arrays += [*layer.params.values(), *layer.grads.values(), *layer.buffers.values()]
+        cache = layer.cache if isinstance(layer.cache, tuple) else (layer.cache,)
+        arrays += [a for a in cache if hasattr(a, "dtype")]
+    assert len(arrays) > 50
+    assert {str(a.dtype) for a in arrays} == {"float32"}
