@@ -113,7 +113,8 @@ def _fool(args):
           + ("" if info["reached"][0] else f"; did not reach {args.confidence}"))
     starts = None if args.start == "noise" else np.asarray(start)
     write_figure(fooling_figure(images, [target], info["probability"], names, starts,
-                                f"Fooling image from {args.start}", columns=2), args.out)
+                                f"Fooling image from {args.start}",
+                                columns=1 if starts is None else 2), args.out)
     return 0
 
 
