@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minicnn.images import load_image  # noqa: E402
@@ -123,15 +124,20 @@ def minimal(nets, images, labels, args, results):
     right = predict_classes(net, x) == y
     x, y = x[right], y[right]
     out = {}
+
+    def batched(attack, *arrays, **options):  # 100 images at a time: bounded memory
+        infos = [attack(net, *(a[i:i + 100] for a in arrays), **options)[1]
+                 for i in tqdm(range(0, len(x), 100), desc=attack.__name__, unit="batch")]
+        return {key: np.concatenate([info[key] for info in infos]) for key in infos[0]}
+
     start = time.time()
-    adv, info = deepfool(net, x, progress=True)
+    info = batched(deepfool, x)
     out["deepfool"] = {"images": int(len(x)), "success": int(info["success"].sum()),
                        "median_l2": float(np.median(info["l2"])),
                        "median_linf_255": float(np.median(info["linf"]) * 255),
                        "seconds": time.time() - start}
     start = time.time()
-    adv, info = carlini_wagner_l2(net, x, y, c=1.0, kappa=0.0, steps=100, lr=0.001,
-                                  progress=True)
+    info = batched(carlini_wagner_l2, x, y, c=1.0, kappa=0.0, steps=100, lr=0.001)
     out["carlini_wagner"] = {"images": int(len(x)), "success": int(info["success"].sum()),
                              "median_l2": float(np.median(info["l2"][info["success"]])),
                              "median_linf_255": float(np.median(info["linf"]) * 255),
@@ -149,12 +155,13 @@ def multicrop(nets, images, labels, args, results):
     defended = MultiCropModel(net, crops=5, flips=True, padding=4)
 
     def attacked(model, eps):
-        return np.concatenate([pgd(model, x[i:i + 50], y[i:i + 50], eps, steps=10,
-                                   rng=args.seed) for i in range(0, len(x), 50)])
+        return np.concatenate([pgd(model, x[i:i + 50], y[i:i + 50], eps,
+                                   steps=args.multicrop_steps, rng=args.seed)
+                               for i in range(0, len(x), 50)])
 
     curves = {"single crop, attacked directly": {}, "10 views, single-crop attack": {},
               "10 views, adaptive attack": {}}
-    for eps in EPS:
+    for eps in [0] + [e / 255 for e in args.multicrop_eps]:
         start = time.time()
         against_single = x if eps == 0 else attacked(net, eps)
         against_crops = x if eps == 0 else attacked(defended, eps)
@@ -167,10 +174,12 @@ def multicrop(nets, images, labels, args, results):
               f"{row[1]:.1%}, multi-crop vs adaptive {row[2]:.1%}  ({time.time() - start:.0f} s)",
               flush=True)
     results["multicrop"] = {"images": len(x), "seed": args.seed, "views": len(defended.views),
+                            "pgd_steps": args.multicrop_steps,
                             **{k: {f"{e * 255:.0f}/255": a for e, a in v.items()}
                                for k, v in curves.items()}}
-    save(robustness_figure(curves, f"ResNet-20, PGD 10 steps, {len(x)} CIFAR test JPEGs"),
-         Path(args.figures) / "adversarial_multicrop_cifar.png")
+    save(robustness_figure(curves, f"ResNet-20, PGD {args.multicrop_steps} steps, {len(x)} "
+                                   "CIFAR test JPEGs"),
+         Path(args.figures) / f"adversarial_multicrop_cifar_{args.multicrop_steps}steps.png")
 
 
 def transfer(nets, images, labels, args, results):
@@ -202,6 +211,10 @@ def main():
                         help="robust section: only these network:attack runs (default all four)")
     parser.add_argument("--minimal-images", type=int, default=100)
     parser.add_argument("--multicrop-images", type=int, default=500)
+    parser.add_argument("--multicrop-steps", type=int, default=10,
+                        help="PGD steps of both multicrop attacks (default 10)")
+    parser.add_argument("--multicrop-eps", type=float, nargs="+", default=[1, 2, 4, 8],
+                        help="multicrop eps in grey levels (default 1 2 4 8)")
     parser.add_argument("--transfer-images", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="adversarial-cifar")
