@@ -295,9 +295,11 @@ class Network(Sequential):
         when ``capture`` names layers whose outputs to keep. With ``cache=False``
         (inference: no backward pass will follow) each layer drops what it kept
         for backward right after its own forward, so only the activations
-        still in use stay in memory, and batch norm and ReLU work in place on
-        an input that nothing else holds (not the caller's ``x``, not a
-        captured activation).
+        still in use stay in memory. In either mode ReLU, the residual add and
+        batch norm write their output over an input that nothing else holds
+        (not the caller's ``x``, not a captured activation, not an output its
+        layer keeps for backward); eval-mode batch norm only when nothing is
+        cached, as its backward needs its input.
         """
         if isinstance(capture, str):
             capture = [capture]
@@ -326,6 +328,9 @@ class Network(Sequential):
         skip their parameter gradients. ``capture`` names layers whose output
         gradient dL/d(output) to keep (Grad-CAM needs it); then the result is
         ``(dx, {name: gradient})``, zeros where no gradient reached a layer.
+        Gradients that only this pass holds (not ``dout``, not an injected or a
+        captured one) are overwritten on the way down by ReLU, eval-mode batch
+        norm and the residual blocks' sums instead of allocating new ones.
         """
         if self._last is None:
             raise RuntimeError("backward called before forward: run net.forward(x) first")

@@ -11,7 +11,7 @@ A layer is a small object with
 * ``param_grads``: when False, backward skips the parameter gradients (used when
   only the gradient on the input image is wanted, which is most visualizations);
 * ``fresh_output`` (class attribute): True when forward always returns a new
-  array, which an inference pass may then let the next layer overwrite
+  array, which a network pass may then let the next layer overwrite
   (``forward_inplace``, see :meth:`minicnn.network.Network.forward`);
 * ``inplace_keeps_cache`` (class attribute): True when ``forward_inplace``
   also keeps what backward needs, so a pass that caches may use it too;
