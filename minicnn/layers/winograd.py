@@ -127,63 +127,61 @@ def winograd_correlate(x, kernel, padding, out, groups):
     """``out[n, o, i, j] = sum_{c,u,v} g[o, c, u, v] x_pad[n, c, i + u, j + v]`` by
     F(2x2, 3x3), from ``kernel = transform_kernel(g)`` (16, O, C) and ``x`` (N, C, H, W)
     into ``out`` (N, O, Ho, Wo); ``groups(per_image_bytes)`` gives the slices of images
-    processed together."""
+    processed together.
+
+    Row k of the tiles' positions at a time (``V[k, :]``, ``M[k, :]``): ``A^T M``
+    only needs each ``M[k]`` added into its two rows, so a quarter of V and M is
+    ever held, and the products for k = 0 and 1 go straight into ``A^T M``.
+    """
     xp = xp_of(x)
     n, c, h, w = x.shape
     o = kernel.shape[1]
+    kernel = kernel.reshape(4, 4, o, c)
     ho, wo = out.shape[2:]
     t, s = (ho + 1) // 2, (wo + 1) // 2
     row = s + 1  # one row on, in a flat phase grid
     grid = (t + 1) * row
-    for group in groups(16 * (c + o) * grid * x.dtype.itemsize):
+    # Compacting: copying the real tiles out costs less than the products spend on garbage.
+    compact = o * (grid - t * s) > COMPACT_ABOVE * grid
+    tile_rows, tile_cols = (t, s) if compact else (t + 1, row)
+    # Scratch slots, three of them the wide lowering's, each reused once its array
+    # is dead: flat (phases, then A^T M), winograd rows (B^T d), columns (V[k],
+    # then A^T M A), product (M[k]), winograd real tiles (V[k] compacted).
+    for group in groups(8 * (c + o) * grid * x.dtype.itemsize):
         m = group.stop - group.start
         size = c * m * grid  # one flat phase, all channels and images of the group
+        count = m * tile_rows * tile_cols  # tiles per channel in the products
         # The shifted reads run up to row + 1 places past the last phase, into garbage
         # tiles only; zeros there keep those finite.
-        flat = scratch(xp, "winograd phases", (4 * size + row + 1,), x.dtype)
+        flat = scratch(xp, "flat", (4 * size + row + 1,), x.dtype)
         flat[4 * size:] = 0
         split_phases(x[group], padding, (t, s), flat[:4 * size].reshape(2, 2, c, m, t + 1, row))
+        rows = scratch(xp, "winograd rows", (4, 2 * size + 1), x.dtype)  # B^T d
+        rows[:, 2 * size:] = 0  # read one place past, likewise
+        transform_rows(flat, size, row, rows)
 
-        def phase(a, b, shift):
-            start = (2 * a + b) * size + shift
-            return flat[start:start + size]
+        half = scratch(xp, "flat", (2, 4, o, count), x.dtype)  # A^T M
+        for k in range(4):
+            tiles = scratch(xp, "columns", (4, size), x.dtype)  # V[k, :] = (B^T d)[k] B
+            transform_columns(rows[k], size, tiles)
+            if compact:
+                real = scratch(xp, "winograd real tiles", (4, c, m, t, s), x.dtype)
+                real[...] = tiles.reshape(4, c, m, t + 1, row)[..., :t, :s]
+                tiles = real
+            tiles = tiles.reshape(4, c, count)
+            # The rows of A^T, (1, 1, 1, 0) and (0, 1, -1, -1), say where M[k] goes.
+            if k < 2:
+                xp.matmul(kernel[k], tiles, out=half[k])
+                if k == 1:
+                    half[0] += half[1]
+                continue
+            products = scratch(xp, "product", (4, o, count), x.dtype)
+            xp.matmul(kernel[k], tiles, out=products)
+            if k == 2:
+                half[0] += products
+            half[1] -= products
 
-        rows = scratch(xp, "winograd rows", (8 * size + 1,), x.dtype)  # B^T d, both column phases
-        rows[8 * size:] = 0  # read one place past, likewise
-
-        def row_of(k, b, shift):
-            start = (2 * k + b) * size + shift
-            return rows[start:start + size]
-
-        for b in range(2):  # the rows of B^T: d0 - d2, d1 + d2, d2 - d1, d1 - d3
-            xp.subtract(phase(0, b, 0), phase(0, b, row), out=row_of(0, b, 0))
-            xp.add(phase(1, b, 0), phase(0, b, row), out=row_of(1, b, 0))
-            xp.subtract(phase(0, b, row), phase(1, b, 0), out=row_of(2, b, 0))
-            xp.subtract(phase(1, b, 0), phase(1, b, row), out=row_of(3, b, 0))
-        tiles = scratch(xp, "winograd tiles", (4, 4, size), x.dtype)  # V = B^T d B
-        for k in range(4):  # the same combinations of the columns
-            xp.subtract(row_of(k, 0, 0), row_of(k, 0, 1), out=tiles[k, 0])
-            xp.add(row_of(k, 1, 0), row_of(k, 0, 1), out=tiles[k, 1])
-            xp.subtract(row_of(k, 0, 1), row_of(k, 1, 0), out=tiles[k, 2])
-            xp.subtract(row_of(k, 1, 0), row_of(k, 1, 1), out=tiles[k, 3])
-
-        tile_rows, tile_cols = t + 1, row
-        if o * (grid - t * s) > COMPACT_ABOVE * grid:
-            # Copying the real tiles out costs less than the products spend on the garbage.
-            real = scratch(xp, "winograd real tiles", (16, c, m, t, s), x.dtype)
-            real[...] = tiles.reshape(16, c, m, t + 1, row)[..., :t, :s]
-            tiles, tile_rows, tile_cols = real, t, s
-        count = m * tile_rows * tile_cols  # tiles per channel, real or garbage
-        products = scratch(xp, "winograd products", (4, 4, o * count), x.dtype)
-        xp.matmul(kernel, tiles.reshape(16, c, count), out=products.reshape(16, o, count))
-
-        # Y = A^T M A: the rows of A^T are (1, 1, 1, 0) and (0, 1, -1, -1)
-        half = scratch(xp, "winograd half", (2, 4, o * count), x.dtype)  # A^T M
-        xp.add(products[0], products[1], out=half[0])
-        half[0] += products[2]
-        xp.subtract(products[1], products[2], out=half[1])
-        half[1] -= products[3]
-        blocks = scratch(xp, "winograd blocks", (2, 2, o * count), x.dtype)  # A^T M A
+        blocks = scratch(xp, "columns", (2, 2, o, count), x.dtype)  # A^T M A
         for a in range(2):
             xp.add(half[a, 0], half[a, 1], out=blocks[a, 0])
             blocks[a, 0] += half[a, 2]
@@ -196,3 +194,35 @@ def winograd_correlate(x, kernel, padding, out, groups):
                 rows_ab, cols_ab = target.shape[2:]
                 target[...] = blocks[a, b, :, :, :rows_ab, :cols_ab].transpose(1, 0, 2, 3)
     return out
+
+
+def transform_rows(flat, size, row, rows):
+    """``B^T d`` for every tile: its rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 from the
+    flat phases ``flat`` (4 size, phase (a, b) at (2 a + b) size) into ``rows``
+    (4, 2 size), the even and the odd columns of each row one after the other.
+    Tile row t's rows 2t + 2, 2t + 3 are phase rows t + 1: ``row`` places on."""
+    xp = xp_of(flat)
+
+    def phase(a, b, shift):
+        start = (2 * a + b) * size + shift
+        return flat[start:start + size]
+
+    for b in range(2):
+        part = slice(b * size, (b + 1) * size)
+        xp.subtract(phase(0, b, 0), phase(0, b, row), out=rows[0, part])
+        xp.add(phase(1, b, 0), phase(0, b, row), out=rows[1, part])
+        xp.subtract(phase(0, b, row), phase(1, b, 0), out=rows[2, part])
+        xp.subtract(phase(1, b, 0), phase(1, b, row), out=rows[3, part])
+
+
+def transform_columns(rows_k, size, out):
+    """``(B^T d)[k] B``, the same combinations of the columns, from ``rows_k``
+    (2 size + 1: even columns, odd columns) into ``out`` (4, size). Tile column s's
+    columns 2s + 2, 2s + 3 are phase columns s + 1: one place on."""
+    xp = xp_of(rows_k)
+    even, odd = rows_k[:size], rows_k[size:2 * size]
+    even_on, odd_on = rows_k[1:size + 1], rows_k[size + 1:2 * size + 1]
+    xp.subtract(even, even_on, out=out[0])
+    xp.add(odd, even_on, out=out[1])
+    xp.subtract(even_on, odd, out=out[2])
+    xp.subtract(odd, odd_on, out=out[3])
