@@ -141,8 +141,7 @@ class _WindowPool(Layer):
     (at batch 8, ResNet-50's pool1 backward took half as long as in one piece)."""
 
     def _pad(self, x):
-        """Pad (with the extra bottom/right rows ceil mode needs); return x_pad, (Ho, Wo).
-        Sets ``geometry``: (x shape, padded shape, output size)."""
+        """Pad (with the extra bottom/right rows ceil mode needs); return x_pad, (Ho, Wo)."""
         self._check_input(x, ("N", "C", "H", "W"))
         xp = xp_of(x)
         h, w = x.shape[2:]
@@ -158,8 +157,14 @@ class _WindowPool(Layer):
         if ph or pw or extra_h or extra_w:
             x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph + extra_h), (pw, pw + extra_w)),
                            mode="constant", constant_values=self.pad_value)
-        self.geometry = (x.shape, x_pad.shape, (ho, wo))
         return x_pad, (ho, wo)
+
+    def _start(self, x):
+        """Forward's first step: pad ``x`` and set ``geometry`` (x shape, padded shape,
+        output size) for the windows and for backward; return x_pad, (Ho, Wo)."""
+        x_pad, out_size = self._pad(x)
+        self.geometry = (x.shape, x_pad.shape, out_size)
+        return x_pad, out_size
 
     def _windows(self, phased):
         """(offset k = u kw + v, window(u, v)) for every kernel offset, as views of ``phased``."""
@@ -180,15 +185,13 @@ class _WindowPool(Layer):
         ``x`` is given.
         """
         xp = xp_of(dout)
-        geometry = self.geometry  # _phased(x[group]) sets it for the group
-        x_shape, padded_shape, _ = geometry
+        x_shape, padded_shape, _ = self.geometry
         (n, c), (sh, sw), (hp, wp) = x_shape[:2], self.stride, padded_shape[2:]
         dx_pad = xp.empty(padded_shape, dtype=dout.dtype)
         per_image = c * sh * sw * -(-hp // sh) * -(-wp // sw) * dout.dtype.itemsize
         for group in image_groups(n, per_image, self.group_bytes):
             seen = (self._windows(self._phased(x[group])) if x is not None
                     else repeat((None, None)))
-            self.geometry = geometry
             grads = phased_zeros((group.stop - group.start,) + padded_shape[1:], self.stride,
                                  dout)
             for (k, target), (_, pixels) in zip(self._windows(grads), seen):
@@ -208,7 +211,7 @@ class MaxPool2d(_WindowPool):
         self.ceil_mode = bool(ceil_mode)
 
     def forward(self, x):
-        x_pad, (ho, wo) = self._pad(x)
+        x_pad, (ho, wo) = self._start(x)
         xp = xp_of(x)
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         # A window's maximum is the maximum over its rows of each row's maximum:
@@ -249,8 +252,9 @@ class AvgPool2d(_WindowPool):
         self._setup(kernel_size, stride, padding)
 
     def forward(self, x):
+        x_pad, _ = self._start(x)
         out = None
-        for _, pixels in self._windows(self._phased(x)):
+        for _, pixels in self._windows(phases(x_pad, self.stride, self.pad_value)):
             if out is None:
                 out = pixels.copy()
             else:
