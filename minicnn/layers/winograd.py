@@ -18,8 +18,8 @@ with ``g_{o,c}`` the 3x3 kernel from input channel c to output channel o and
 
 At each of the 16 positions (k, l) of a tile the sum over c is a matrix
 product: with ``U[kl] = (G g G^T)[:, :, k, l]`` (O, C) and ``V[kl]`` (C, tiles)
-the transformed tiles of a group of images, ``M[kl] = U[kl] V[kl]``: one
-batched ``matmul`` of 16 products (O, C) x (C, tiles). A 2x2 output block
+the transformed tiles of a group of images, ``M[kl] = U[kl] V[kl]``: batched
+``matmul`` of 16 products (O, C) x (C, tiles). A 2x2 output block
 then costs 16 C multiply-adds per output channel instead of 4 x 9 C, 2.25x
 fewer, paid for by the transforms: a few adds per tile and channel, each an
 operation over all tiles at once.
@@ -34,7 +34,14 @@ combinations is one contiguous operation over all channels, images and tiles
 (NumPy runs long contiguous loops several times faster than many short
 ones). The price: the last row and column of each phase grid also come out
 as tiles (garbage ones, read across the grid's edge), the products run on
-(T+1)(S+1) tiles instead of T S, and the output drops them.
+(T+1)(S+1) tiles instead of T S, and the output drops them. On small maps with
+many channels (7x7: 16 real tiles of 25) the real tiles are copied out before
+the products instead (:data:`COMPACT_ABOVE`).
+
+The input gradient of a stride-1 3x3 layer is the correlation of ``dy`` with
+the kernel turned round and its channels swapped (see :mod:`.conv`), so it runs
+here too, with that kernel's transform (:func:`transform_kernel`, ``flipped``).
+The weight gradient stays on the wide lowering.
 
 The output transform needs no shifts: every tile's 2x2 block is four sums of
 the 16 products of that tile, written to ``y[:, :, 2t + a, 2s + b]``.
