@@ -179,7 +179,8 @@ def multicrop(nets, images, labels, args, results):
                                for k, v in curves.items()}}
     save(robustness_figure(curves, f"ResNet-20, PGD {args.multicrop_steps} steps, {len(x)} "
                                    "CIFAR test JPEGs"),
-         Path(args.figures) / f"adversarial_multicrop_cifar_{args.multicrop_steps}steps.png")
+         Path(args.figures) / ("adversarial_multicrop_cifar.png" if args.multicrop_steps == 10
+                               else f"adversarial_multicrop_cifar_{args.multicrop_steps}steps.png"))
 
 
 def transfer(nets, images, labels, args, results):
