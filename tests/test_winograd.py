@@ -5,7 +5,8 @@ readable formulation, written out below), in float64, where Winograd must agree
 to 1e-12 relative on random geometries: odd and even sizes, batches of 1-5,
 1-40 channels, padding 0-2, with and without the copy that drops the garbage
 tiles, and image groups of one to all. The input gradient (the flipped-kernel
-correlation) is checked through Conv2d.backward against col2im. In float32,
+correlation) and the weight gradient (F(3x3, 2x2)) are checked through
+Conv2d.backward against col2im and the columns' product. In float32,
 Winograd stays within 1e-5 of float64 on ResNet-like layers and on the real
 CIFAR ResNet-56.
 """
@@ -38,6 +39,14 @@ def reference_input_grad(weight, padding, dy, x_shape):
     return col2im(dcols, (h + 2 * ph, w + 2 * pw), (1, 1))[:, :, ph:ph + h, pw:pw + w]
 
 
+def reference_weight_grad(x, padding, dy):
+    """dW = sum_n dY X^T, with X the im2col columns, stride 1."""
+    n, c = x.shape[:2]
+    o = dy.shape[1]
+    cols = im2col(pad_spatial(x, padding), (3, 3), (1, 1), dy.shape[2:]).reshape(n, c * 9, -1)
+    return (dy.reshape(n, o, -1) @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(o, c, 3, 3)
+
+
 def relative_error(ours, ref):
     return float(np.abs(Device.numpy(ours) - ref).max() / max(np.abs(ref).max(), 1e-300))
 
@@ -46,7 +55,7 @@ def relative_error(ours, ref):
 def always_winograd(monkeypatch):
     """Conv2d takes Winograd for every stride-1 3x3 layer, whatever the size rule says."""
     monkeypatch.setattr(conv, "use_winograd",
-                        lambda kernel, stride, *_: kernel == (3, 3) and stride == (1, 1))
+                        lambda kernel, stride, *_, **__: kernel == (3, 3) and stride == (1, 1))
 
 
 @st.composite
@@ -89,22 +98,24 @@ def test_winograd_matches_im2col_in_float64(geometry, seed):
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 4), c=st.integers(1, 12), o=st.integers(1, 12),
        h=st.integers(1, 11), w=st.integers(1, 11), padding=st.integers(0, 2),
-       seed=st.integers(0, 2**16))
+       group_bytes=st.sampled_from([1, 4 << 20]), seed=st.integers(0, 2**16))
 def test_conv2d_through_winograd_matches_reference(always_winograd, n, c, o, h, w, padding,
-                                                   seed):
-    """Forward and the input gradient (dy correlated with the flipped, channel-swapped
-    kernel) through Conv2d with Winograd on; dW stays on the wide lowering."""
+                                                   group_bytes, seed):
+    """Forward, the input gradient (dy correlated with the flipped, channel-swapped
+    kernel) and the weight gradient (F(3x3, 2x2)) through Conv2d with Winograd on."""
     if h + 2 * padding < 3 or w + 2 * padding < 3:
         return  # smaller than the kernel: Conv2d refuses it (tests/test_errors.py)
     rng = np.random.default_rng(seed)
     layer = Conv2d(c, o, 3, 1, padding, bias=False, dtype=np.float64)
+    layer.group_bytes = group_bytes  # one image at a time, or all
     x = rng.standard_normal((n, c, h, w))
     y_ref = reference_correlate(x, layer.params["weight"], (padding, padding))
     dy = rng.standard_normal(y_ref.shape)
     dx_ref = reference_input_grad(layer.params["weight"], (padding, padding), dy, x.shape)
-    layer.param_grads = False
     assert relative_error(layer.forward(x), y_ref) < 1e-12
     assert relative_error(layer.backward(dy), dx_ref) < 1e-12
+    dweight_ref = reference_weight_grad(x, (padding, padding), dy)
+    assert relative_error(layer.grads["weight"], dweight_ref) < 1e-12
 
 
 @pytest.mark.gpu
@@ -126,15 +137,16 @@ def test_float32_winograd_close_to_float64_on_resnet_layers(dev, always_winograd
     rng = np.random.default_rng(0)
     for channels, size in ((16, 32), (64, 8), (256, 14)):
         layer = Conv2d(channels, channels, 3, 1, 1, bias=False, rng=rng, dtype=np.float64)
-        layer.param_grads = False
         x = np.abs(rng.standard_normal((2, channels, size, size)))
         dy = rng.standard_normal((2, channels, size, size))
         y64, dx64 = layer.forward(x), layer.backward(dy)
+        dweight64 = layer.grads["weight"]
         dev.layer(layer.astype(np.float32))
         y32 = layer.forward(dev.array(x.astype(np.float32)))
         dx32 = layer.backward(dev.array(dy.astype(np.float32)))
         assert relative_error(y32, y64) < 1e-5, (channels, size)
         assert relative_error(dx32, dx64) < 1e-5, (channels, size)
+        assert relative_error(layer.grads["weight"], dweight64) < 1e-5, (channels, size)
 
 
 def test_size_rule_sends_resnet_layers_to_winograd():

@@ -78,7 +78,7 @@ batch large enough (:func:`~minicnn.layers.winograd.use_winograd`), the
 forward pass and the stride-1 input gradient above go through Winograd's
 F(2x2, 3x3) instead (:mod:`minicnn.layers.winograd`): the same correlation
 with 16 multiplications per 2x2 output block and channel pair instead of 36.
-The weight gradient stays on the wide lowering.
+The weight gradient goes through Winograd's F(3x3, 2x2) on larger batches.
 
 A 1x1 convolution without padding needs no columns: every field is one pixel,
 so ``y[n]`` viewed as (O, P) is ``W_mat x[n]`` viewed as (O, C) @ (C, P), one
@@ -88,7 +88,7 @@ into the output.
 import numpy as np
 
 from .base import Layer, xp_of, kaiming_uniform, scratch
-from .winograd import transform_kernel, use_winograd, winograd_correlate
+from .winograd import transform_kernel, use_winograd, winograd_correlate, winograd_weight_grad
 from ..backend import DEFAULT_DTYPE
 
 
@@ -348,7 +348,8 @@ class Conv2d(Layer):
         return self._input_grad(dout, x.shape)
 
     def _weight_grad(self, x, dout):
-        """``dW_mat = sum_B dY_B X_B^T``, through the wide columns."""
+        """``dW_mat = sum_B dY_B X_B^T``, through the wide columns (by Winograd where
+        :func:`use_winograd` says)."""
         xp = xp_of(dout)
         n, c = x.shape[:2]
         o = self.out_channels
@@ -359,6 +360,10 @@ class Conv2d(Layer):
             part = xp.matmul(dout.reshape(n, o, -1), pixels.reshape(n, c, -1).transpose(0, 2, 1))
             return part.sum(axis=0).reshape(self.params["weight"].shape)
         (kh, kw), (ho, wo) = self.kernel_size, dout.shape[2:]
+        if use_winograd(self.kernel_size, self.stride, (c, o), (ho, wo), n, weight_grad=True):
+            return winograd_weight_grad(
+                x, dout, self.padding,
+                lambda per_image: image_groups(n, per_image, self.group_bytes))
         grid = WideGrid(self.kernel_size, self.stride, (ho, wo))
         dweight = xp.zeros((o, c * kh * kw), dtype=dout.dtype)
         for group in image_groups(n, (c * kh * kw + o) * grid.length * x.dtype.itemsize,

@@ -41,7 +41,7 @@ the products instead (:data:`COMPACT_ABOVE`).
 The input gradient of a stride-1 3x3 layer is the correlation of ``dy`` with
 the kernel turned round and its channels swapped (see :mod:`.conv`), so it runs
 here too, with that kernel's transform (:func:`transform_kernel`, ``flipped``).
-The weight gradient stays on the wide lowering.
+The weight gradient is the same formula's adjoint (:func:`winograd_weight_grad`).
 
 The output transform needs no shifts: every tile's 2x2 block is four sums of
 the 16 products of that tile, written to ``y[:, :, 2t + a, 2s + b]``.
@@ -67,8 +67,9 @@ exceeds this: measured on one core, the copy paid off for 512 channels at 7x7
 (36 % of the tiles garbage; 1.5 vs 2.2 ms) and 256 at 14x14, not for 64 at 8x8."""
 
 
-def use_winograd(kernel, stride, channels, out_size, images):
-    """Whether a correlation of this geometry goes through F(2x2, 3x3).
+def use_winograd(kernel, stride, channels, out_size, images, weight_grad=False):
+    """Whether a correlation of this geometry (or with ``weight_grad``, its weight
+    gradient) goes through Winograd.
 
     ``channels`` is (in, out). Measured on one core (AVX2 OpenBLAS) against the
     wide lowering, Winograd wins when
@@ -85,11 +86,16 @@ def use_winograd(kernel, stride, channels, out_size, images):
     1.00 at 4, 0.77 at 16 and 128; 64 at 56x56, 0.65; 128 at 28x28, 0.61; 256 at
     14x14, 0.68 at batch 1, 0.53 at 8; 512 at 7x7, 1.22 at batch 1, 0.99 at 2, 0.80
     at 4, 0.73 at 8.
+
+    The weight gradient needs twice the blocks: it keeps the garbage tiles and
+    ends with a transform of its own (512 at 7x7: 1.35 at batch 2, 0.91 at 8;
+    64 at 8x8: 0.99 at batch 4, 0.71 at 64; 64 at 56x56, 0.63).
     """
     if not ENABLED or kernel != (3, 3) or stride != (1, 1) or min(channels) < MIN_CHANNELS:
         return False
     blocks = images * ((out_size[0] + 1) // 2) * ((out_size[1] + 1) // 2)
-    return blocks >= MIN_TILES and channels[0] * channels[1] * blocks >= MIN_PRODUCTS
+    return (blocks >= MIN_TILES * (2 if weight_grad else 1)
+            and channels[0] * channels[1] * blocks >= MIN_PRODUCTS)
 
 
 def transform_kernel(weight, flipped=False):
@@ -233,3 +239,66 @@ def transform_columns(rows_k, size, out):
     xp.add(odd, even_on, out=out[1])
     xp.subtract(even_on, odd, out=out[2])
     xp.subtract(odd, odd_on, out=out[3])
+
+
+def winograd_weight_grad(x, dy, padding, groups):
+    r"""The weight gradient of a stride-1 3x3 correlation by Winograd's F(3x3, 2x2):
+
+    .. math::
+        dW_{o,c} = G^T \Big[ \sum_{n,t,s} (A\, dy_{n,o,t,s}\, A^T) \odot
+                   (B^T d_{n,c,t,s}\, B) \Big] G
+
+    the adjoint of the forward formula in U (y is linear in ``U = G g G^T``), with
+    ``dy_{n,o,t,s}`` the 2x2 block of dy that tile (t, s) produced. The sum over
+    the tiles of a group is 16 products (O, tiles) x (tiles, C). ``x`` (N, C, H, W),
+    ``dy`` (N, O, Ho, Wo); returns (O, C, 3, 3). The garbage tiles of the flat
+    layout meet zeros in ``A dy A^T`` and add nothing.
+    """
+    xp = xp_of(x)
+    n, c, h, w = x.shape
+    o, (ho, wo) = dy.shape[1], dy.shape[2:]
+    t, s = (ho + 1) // 2, (wo + 1) // 2
+    row = s + 1
+    grid = (t + 1) * row
+    summed = xp.zeros((4, 4, o, c), dtype=x.dtype)  # sum over tiles of Dy' V, by position
+    for group in groups(8 * (c + o) * grid * x.dtype.itemsize):
+        m = group.stop - group.start
+        size, count = c * m * grid, m * grid
+        flat = scratch(xp, "flat", (4 * size + row + 1,), x.dtype)
+        flat[4 * size:] = 0
+        split_phases(x[group], padding, (t, s), flat[:4 * size].reshape(2, 2, c, m, t + 1, row))
+        rows = scratch(xp, "winograd rows", (4, 2 * size + 1), x.dtype)
+        rows[:, 2 * size:] = 0
+        transform_rows(flat, size, row, rows)
+        # dy's 2x2 blocks on the tiles' grid, zero on the garbage tiles:
+        # blocks[a, b, o, n, t, s] = dy[n, o, 2t + a, 2s + b]
+        blocks = scratch(xp, "product", (2, 2, o, m, t + 1, row), x.dtype)
+        blocks[...] = 0
+        for a in range(2):
+            for b in range(2):
+                part = dy[group, :, a::2, b::2]
+                blocks[a, b, :, :, :part.shape[2], :part.shape[3]] = part.transpose(1, 0, 2, 3)
+        blocks = blocks.reshape(2, 2, o, count)
+        # A dy A^T with A = ((1, 0), (1, 1), (1, -1), (0, -1)), its last row's sign
+        # left out here and put back in the end (SIGNS): rows d0, d0 + d1, d0 - d1, d1.
+        sums = scratch(xp, "winograd dy", (2, 2, o, count), x.dtype)
+        xp.add(blocks[0], blocks[1], out=sums[0])
+        xp.subtract(blocks[0], blocks[1], out=sums[1])
+        dy_rows = (blocks[0], sums[0], sums[1], blocks[1])  # each (2: column phase, O, count)
+        spread = scratch(xp, "winograd dy columns", (4, o, count), x.dtype)
+        for k in range(4):
+            tiles = scratch(xp, "columns", (4, size), x.dtype)
+            transform_columns(rows[k], size, tiles)
+            even, odd = dy_rows[k]
+            spread[0] = even
+            xp.add(even, odd, out=spread[1])
+            xp.subtract(even, odd, out=spread[2])
+            spread[3] = odd
+            summed[k] += xp.matmul(spread, tiles.reshape(4, c, count).transpose(0, 2, 1))
+    transform = np.ascontiguousarray(KERNEL_TRANSFORM.T * SIGNS)  # (9, 16)
+    taps = xp.matmul(xp.asarray(transform, dtype=x.dtype), summed.reshape(16, o * c))
+    return xp.ascontiguousarray(taps.reshape(3, 3, o, c).transpose(2, 3, 0, 1))
+
+
+SIGNS = np.outer([1, 1, 1, -1], [1, 1, 1, -1]).ravel()
+"""The sign of row 3 of A, left out of ``A dy A^T`` in :func:`winograd_weight_grad`."""
