@@ -155,6 +155,22 @@ def test_deepfool_finds_the_closed_form_on_an_affine_classifier(dev):
     np.testing.assert_allclose(info["l2"], 1.02 * np.linalg.norm(minimal, axis=1), rtol=1e-12)
 
 
+def test_deepfool_steps_past_a_boundary_within_rounding(dev):
+    """Images put on the affine boundary (within float64 rounding): the linear step
+    is ~1e-16 long and leaves them there; the second step, 1e-4 longer than the
+    linearization asks (MIN_STEP), takes each across at L2 1.02e-4."""
+    net = dev.layer(affine_network())
+    weight, bias = (dev.numpy(net["conv"].params[k]) for k in ("weight", "bias"))
+    w, b = (weight[1] - weight[0]).ravel(), bias[1] - bias[0]
+    images = np.random.default_rng(2).uniform(0.3, 0.7, (5, 3, 8, 8))
+    f = images.reshape(5, -1) @ w + b
+    on_boundary = images - (f / (w @ w))[:, None, None, None] * w.reshape(3, 8, 8)
+    assert np.abs(on_boundary.reshape(5, -1) @ w + b).max() < 1e-14
+    adversarial, info = deepfool(net, dev.array(on_boundary), overshoot=0.02)
+    assert info["success"].all() and (info["steps"] <= 2).all()
+    assert (info["l2"] <= 1.02e-4 + 1e-12).all()
+
+
 def test_fooling_image_from_noise_and_from_a_digit(digits, dev):
     _, images, labels = digits
     net = dev.layer(minicnn.load())

@@ -83,3 +83,4 @@ def test_deepfool_and_cw_succeed_on_correct_images(resnet20, cifar_images, dev):
     assert np.median(info["l2"]) < 1.0
     adversarial, info = carlini_wagner_l2(net, x, y, c=1.0, steps=30, lr=0.005)
     assert info["success"].all() and (predict_classes(net, adversarial) != y).all()
+
