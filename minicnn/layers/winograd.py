@@ -73,6 +73,7 @@ def use_winograd(kernel, stride, channels, out_size, images, weight_grad=False):
 
     ``channels`` is (in, out). Measured on one core (AVX2 OpenBLAS) against the
     wide lowering, Winograd wins when
+
     * both channel counts are at least :data:`MIN_CHANNELS`: the tile transforms
       cost per channel and per tile, the products save per pair of channels;
     * there are at least :data:`MIN_TILES` output blocks in the batch: the kernel
