@@ -238,7 +238,7 @@ def gallery(context):
                 "class_models.png", "Class models",
                 f"Gradient ascent on S_c(I) - 0.001 ||I||^2 from the mean image, 200 steps with "
                 f"jitter and blur ({time.perf_counter() - start:.1f} s); every class's softmax is "
-                f"at least {probabilities.min():.4f} (the lowest: {labels[lowest]}).")
+                f"at least {probabilities.min():.4f} (the lowest is class {labels[lowest]!r}).")
     image = data.images([0])
     layers = stages(net)
     recon, errors = inversions(net, image, layers, 60, progress=False)
