@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from minicnn.images import load_image
-from minicnn.io.convert import convert
 from minicnn.io.model_file import load
 from minicnn.techniques.adversarial import (fgsm, pgd, fooling_image, deepfool, carlini_wagner_l2,
                                             predict_classes, images_from_pixels, PixelModel)
@@ -24,10 +23,8 @@ CHECKPOINT = "resnet20-12fca82f.th"
 
 
 @pytest.fixture(scope="module")
-def resnet20(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cifar") / "cifar_resnet20.h5"
-    convert(DATA / CHECKPOINT, path)
-    return path
+def resnet20(cifar_resnet_file):
+    return cifar_resnet_file(20)
 
 
 @pytest.fixture(scope="module")

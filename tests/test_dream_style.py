@@ -209,16 +209,13 @@ def test_dream_and_style_on_the_device(dev):
 
 
 @pytest.fixture(scope="module", params=xp_params)
-def resnet56(request, tmp_path_factory):
+def resnet56(request, cifar_resnet_file):
     if not CHECKPOINT.is_file() or not (DATA / "test").is_dir():
         pytest.skip(f"real CIFAR-10 ResNet-56 or test images not found at {DATA}")
     if request.param == "gpu" and not GPU_AVAILABLE:
         pytest.skip(NO_GPU_REASON)
-    from minicnn.io.convert import convert
     from minicnn.io.model_file import load
-    path = tmp_path_factory.mktemp("resnet56") / "resnet56.h5"
-    convert(CHECKPOINT, path)
-    return load(path).to(request.param)
+    return load(cifar_resnet_file(56)).to(request.param)
 
 
 def _photo(net, name, index):
