@@ -259,8 +259,9 @@ def gallery(context):
                     progress=False)[0][0] for layer in layers[:2]]
     context.add(image_grid([image[0], *dreams], ["image", *(f"dream {n}" for n in layers[:2])],
                            spec, title="DeepDream"), "dream.png", "DeepDream",
-                "Two octaves of 8 normalized steps (step 1.5, jitter 2) at two stages; on a "
-                "digits model a dream is a toy.")
+                f"Two octaves of 8 normalized steps (step 1.5, jitter 2) at {layers[0]} and "
+                f"{layers[1]}; on {image.shape[-1]}x{image.shape[-2]} images a dream is a toy "
+                "(docs/optimizing_images.md shows them on a larger photo).")
     content, style = data.images([0]), data.images([1])
     row, titles = [content[0], style[0]], ["content", "style"]
     for statistic in ("gram", "mean", "mean_std"):
