@@ -203,6 +203,21 @@ class WideGrid:
                 yield ((everything, everything, a, b, slice(i0, i0 + nr), slice(j0, j0 + nc)),
                        (everything, everything, slice(r0, rows, sh), slice(c0, cols, sw)))
 
+    def groups(self, n, channels, itemsize, group_bytes):
+        """:func:`image_groups` for this grid: per image, ``length`` columns of the
+        (C kh kw) column rows and the (O) product rows; ``channels`` is (C, O)."""
+        (kh, kw), (c, o) = self.kernel, channels
+        return image_groups(n, (c * kh * kw + o) * self.length * itemsize, group_bytes)
+
+    def image_columns(self, x, padding):
+        """``X~_B`` (K, m length) of the images ``x`` (m, C, H, W): :meth:`flat_phases`
+        then :meth:`columns`, in the scratch slots "flat" and "columns"."""
+        xp = xp_of(x)
+        m, c = x.shape[:2]
+        (kh, kw) = self.kernel
+        x_flat = self.flat_phases(x, padding, scratch(xp, "flat", (m, c, self.flat_size), x.dtype))
+        return self.columns(x_flat, scratch(xp, "columns", (c, kh * kw, m, self.length), x.dtype))
+
     def columns(self, x_flat, out):
         """Fill ``out`` (C, kh kw, m, length) with the wide columns of the m images
         ``x_flat`` (m, C, flat_size); return it as the (K, m length) matrix ``X~_B``."""
@@ -258,13 +273,9 @@ def correlate(x, weight, stride, padding, group_bytes):
                                   lambda per_image: image_groups(n, per_image, group_bytes))
     grid = WideGrid((kh, kw), stride, (ho, wo))
     w_mat = weight.reshape(o, -1)
-    for group in image_groups(n, (c * kh * kw + o) * grid.length * x.dtype.itemsize,
-                              group_bytes):
+    for group in grid.groups(n, (c, o), x.dtype.itemsize, group_bytes):
         m = group.stop - group.start
-        x_flat = grid.flat_phases(x[group], padding,
-                                  scratch(xp, "flat", (m, c, grid.flat_size), x.dtype))
-        cols = grid.columns(x_flat, scratch(xp, "columns", (c, kh * kw, m, grid.length),
-                                            x.dtype))
+        cols = grid.image_columns(x[group], padding)
         wide = scratch(xp, "product", (o, m * grid.length), x.dtype)
         xp.matmul(w_mat, cols, out=wide)
         out[group] = grid.narrow(wide.reshape(o, m, ho, grid.wq))
@@ -366,13 +377,9 @@ class Conv2d(Layer):
                 lambda per_image: image_groups(n, per_image, self.group_bytes))
         grid = WideGrid(self.kernel_size, self.stride, (ho, wo))
         dweight = xp.zeros((o, c * kh * kw), dtype=dout.dtype)
-        for group in image_groups(n, (c * kh * kw + o) * grid.length * x.dtype.itemsize,
-                                  self.group_bytes):
+        for group in grid.groups(n, (c, o), x.dtype.itemsize, self.group_bytes):
             m = group.stop - group.start
-            x_flat = grid.flat_phases(x[group], self.padding,
-                                      scratch(xp, "flat", (m, c, grid.flat_size), x.dtype))
-            cols = grid.columns(x_flat, scratch(xp, "columns", (c, kh * kw, m, grid.length),
-                                                x.dtype))
+            cols = grid.image_columns(x[group], self.padding)
             wide = grid.widen(dout[group], scratch(xp, "product", (o, m, ho, grid.wq),
                                                    dout.dtype))
             # X~_B^T is a transposed view: BLAS reads it in place, no copy
@@ -411,8 +418,7 @@ class Conv2d(Layer):
         grid = WideGrid(self.kernel_size, self.stride, (ho, wo))
         dx = xp.empty(x_shape, dtype=dout.dtype)
         w_t = weight.reshape(o, -1).T
-        for group in image_groups(n, (c * kh * kw + o) * grid.length * dout.dtype.itemsize,
-                                  self.group_bytes):
+        for group in grid.groups(n, (c, o), dout.dtype.itemsize, self.group_bytes):
             m = group.stop - group.start
             wide = grid.widen(dout[group], scratch(xp, "product", (o, m, ho, grid.wq),
                                                    dout.dtype))
