@@ -165,14 +165,7 @@ def winograd_correlate(x, kernel, padding, out, groups):
         m = group.stop - group.start
         size = c * m * grid  # one flat phase, all channels and images of the group
         count = m * tile_rows * tile_cols  # tiles per channel in the products
-        # The shifted reads run up to row + 1 places past the last phase, into garbage
-        # tiles only; zeros there keep those finite.
-        flat = scratch(xp, "flat", (4 * size + row + 1,), x.dtype)
-        flat[4 * size:] = 0
-        split_phases(x[group], padding, (t, s), flat[:4 * size].reshape(2, 2, c, m, t + 1, row))
-        rows = scratch(xp, "winograd rows", (4, 2 * size + 1), x.dtype)  # B^T d
-        rows[:, 2 * size:] = 0  # read one place past, likewise
-        transform_rows(flat, size, row, rows)
+        rows = tile_rows_of(x[group], padding, (t, s))  # B^T d
 
         half = scratch(xp, "flat", (2, 4, o, count), x.dtype)  # A^T M
         for k in range(4):
@@ -208,6 +201,27 @@ def winograd_correlate(x, kernel, padding, out, groups):
                 rows_ab, cols_ab = target.shape[2:]
                 target[...] = blocks[a, b, :, :, :rows_ab, :cols_ab].transpose(1, 0, 2, 3)
     return out
+
+
+def tile_rows_of(x, padding, tiles):
+    """``B^T d`` for every tile of the images ``x`` (m, C, H, W) zero-padded, ``tiles``
+    (T, S) of them (and the garbage ones): :func:`split_phases` into the scratch slot
+    "flat", then :func:`transform_rows` into "winograd rows", returned as (4, 2 size + 1)
+    with size = C m (T+1) (S+1)."""
+    xp = xp_of(x)
+    m, c = x.shape[:2]
+    (t, s) = tiles
+    row = s + 1  # one row on, in a flat phase grid
+    size = c * m * (t + 1) * row  # one flat phase, all channels and images
+    # The shifted reads run up to row + 1 places past the last phase, into garbage
+    # tiles only; zeros there keep those finite.
+    flat = scratch(xp, "flat", (4 * size + row + 1,), x.dtype)
+    flat[4 * size:] = 0
+    split_phases(x, padding, tiles, flat[:4 * size].reshape(2, 2, c, m, t + 1, row))
+    rows = scratch(xp, "winograd rows", (4, 2 * size + 1), x.dtype)
+    rows[:, 2 * size:] = 0  # transform_columns reads one place past, likewise
+    transform_rows(flat, size, row, rows)
+    return rows
 
 
 def transform_rows(flat, size, row, rows):
@@ -265,12 +279,7 @@ def winograd_weight_grad(x, dy, padding, groups):
     for group in groups(8 * (c + o) * grid * x.dtype.itemsize):
         m = group.stop - group.start
         size, count = c * m * grid, m * grid
-        flat = scratch(xp, "flat", (4 * size + row + 1,), x.dtype)
-        flat[4 * size:] = 0
-        split_phases(x[group], padding, (t, s), flat[:4 * size].reshape(2, 2, c, m, t + 1, row))
-        rows = scratch(xp, "winograd rows", (4, 2 * size + 1), x.dtype)
-        rows[:, 2 * size:] = 0
-        transform_rows(flat, size, row, rows)
+        rows = tile_rows_of(x[group], padding, (t, s))
         # dy's 2x2 blocks on the tiles' grid, zero on the garbage tiles:
         # blocks[a, b, o, n, t, s] = dy[n, o, 2t + a, 2s + b]
         blocks = scratch(xp, "product", (2, 2, o, m, t + 1, row), x.dtype)
