@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from minicnn.layers import Conv2d, col2im, conv, im2col, winograd
-from minicnn.layers.conv import image_groups, output_size, pad_spatial
+from minicnn.layers.conv import output_size, pad_spatial
 from minicnn.layers.winograd import transform_kernel, use_winograd, winograd_correlate
 
 from conftest import CIFAR_DATA, Device
@@ -79,8 +79,7 @@ def check_correlate(dev, geometry, seed):
     saved = winograd.COMPACT_ABOVE
     winograd.COMPACT_ABOVE = -1 if compact else np.inf
     try:
-        winograd_correlate(x_dev, transform_kernel(weight_dev), padding, out,
-                           lambda per_image: image_groups(shape[0], per_image, group_bytes))
+        winograd_correlate(x_dev, transform_kernel(weight_dev), padding, out, group_bytes)
     finally:
         winograd.COMPACT_ABOVE = saved
     assert relative_error(out, ref) < 1e-12

@@ -179,6 +179,12 @@ def scratch(xp, slot, shape, dtype):
     return buffer[:size].reshape(shape)
 
 
+def image_groups(n, per_image_bytes, group_bytes):
+    """Slices of a batch of n whose temporaries take about ``group_bytes`` (at least one image)."""
+    size = min(n, max(1, group_bytes // per_image_bytes))
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
 def as_generator(rng):
     """A ``numpy.random.Generator`` from a seed, a Generator or None (seed 0)."""
     if isinstance(rng, np.random.Generator):

@@ -87,7 +87,7 @@ into the output.
 """
 import numpy as np
 
-from .base import Layer, xp_of, kaiming_uniform, scratch
+from .base import Layer, xp_of, kaiming_uniform, image_groups, scratch
 from .winograd import transform_kernel, use_winograd, winograd_correlate, winograd_weight_grad
 from ..backend import DEFAULT_DTYPE
 
@@ -269,8 +269,7 @@ def correlate(x, weight, stride, padding, group_bytes):
     wo = output_size(w, kw, stride[1], padding[1])
     out = xp.empty((n, o, ho, wo), dtype=x.dtype)
     if use_winograd((kh, kw), stride, (c, o), (ho, wo), n):
-        return winograd_correlate(x, transform_kernel(weight), padding, out,
-                                  lambda per_image: image_groups(n, per_image, group_bytes))
+        return winograd_correlate(x, transform_kernel(weight), padding, out, group_bytes)
     grid = WideGrid((kh, kw), stride, (ho, wo))
     w_mat = weight.reshape(o, -1)
     for group in grid.groups(n, (c, o), x.dtype.itemsize, group_bytes):
@@ -280,12 +279,6 @@ def correlate(x, weight, stride, padding, group_bytes):
         xp.matmul(w_mat, cols, out=wide)
         out[group] = grid.narrow(wide.reshape(o, m, ho, grid.wq))
     return out
-
-
-def image_groups(n, per_image_bytes, group_bytes):
-    """Slices of a batch of n whose temporaries take about ``group_bytes`` (at least one image)."""
-    size = min(n, max(1, group_bytes // per_image_bytes))
-    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 class Conv2d(Layer):
@@ -372,9 +365,7 @@ class Conv2d(Layer):
             return part.sum(axis=0).reshape(self.params["weight"].shape)
         (kh, kw), (ho, wo) = self.kernel_size, dout.shape[2:]
         if use_winograd(self.kernel_size, self.stride, (c, o), (ho, wo), n, weight_grad=True):
-            return winograd_weight_grad(
-                x, dout, self.padding,
-                lambda per_image: image_groups(n, per_image, self.group_bytes))
+            return winograd_weight_grad(x, dout, self.padding, self.group_bytes)
         grid = WideGrid(self.kernel_size, self.stride, (ho, wo))
         dweight = xp.zeros((o, c * kh * kw), dtype=dout.dtype)
         for group in grid.groups(n, (c, o), x.dtype.itemsize, self.group_bytes):
@@ -408,8 +399,7 @@ class Conv2d(Layer):
             if use_winograd(self.kernel_size, (1, 1), (o, c), x_shape[2:], n):
                 return winograd_correlate(
                     dout, transform_kernel(weight, flipped=True), padding,
-                    xp.empty(x_shape, dtype=dout.dtype),
-                    lambda per_image: image_groups(n, per_image, self.group_bytes))
+                    xp.empty(x_shape, dtype=dout.dtype), self.group_bytes)
             flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
             return correlate(dout, xp.ascontiguousarray(flipped), (1, 1), padding,
                              self.group_bytes)

@@ -48,7 +48,7 @@ the 16 products of that tile, written to ``y[:, :, 2t + a, 2s + b]``.
 """
 import numpy as np
 
-from .base import xp_of, scratch
+from .base import image_groups, xp_of, scratch
 
 TRANSFORM_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 KERNEL_TRANSFORM = np.kron(TRANSFORM_G, TRANSFORM_G)
@@ -137,11 +137,11 @@ def split_phases(x, padding, tiles, out):
     return out
 
 
-def winograd_correlate(x, kernel, padding, out, groups):
+def winograd_correlate(x, kernel, padding, out, group_bytes):
     """``out[n, o, i, j] = sum_{c,u,v} g[o, c, u, v] x_pad[n, c, i + u, j + v]`` by
     F(2x2, 3x3), from ``kernel = transform_kernel(g)`` (16, O, C) and ``x`` (N, C, H, W)
-    into ``out`` (N, O, Ho, Wo); ``groups(per_image_bytes)`` gives the slices of images
-    processed together.
+    into ``out`` (N, O, Ho, Wo), :func:`~.base.image_groups` of about ``group_bytes`` at
+    a time.
 
     Row k of the tiles' positions at a time (``V[k, :]``, ``M[k, :]``): ``A^T M``
     only needs each ``M[k]`` added into its two rows, so a quarter of V and M is
@@ -161,7 +161,7 @@ def winograd_correlate(x, kernel, padding, out, groups):
     # Scratch slots, three of them the wide lowering's, each reused once its array
     # is dead: flat (phases, then A^T M), winograd rows (B^T d), columns (V[k],
     # then A^T M A), product (M[k]), winograd real tiles (V[k] compacted).
-    for group in groups(8 * (c + o) * grid * x.dtype.itemsize):
+    for group in image_groups(n, 8 * (c + o) * grid * x.dtype.itemsize, group_bytes):
         m = group.stop - group.start
         size = c * m * grid  # one flat phase, all channels and images of the group
         count = m * tile_rows * tile_cols  # tiles per channel in the products
@@ -256,7 +256,7 @@ def transform_columns(rows_k, size, out):
     xp.subtract(odd, odd_on, out=out[3])
 
 
-def winograd_weight_grad(x, dy, padding, groups):
+def winograd_weight_grad(x, dy, padding, group_bytes):
     r"""The weight gradient of a stride-1 3x3 correlation by Winograd's F(3x3, 2x2):
 
     .. math::
@@ -266,7 +266,8 @@ def winograd_weight_grad(x, dy, padding, groups):
     the adjoint of the forward formula in U (y is linear in ``U = G g G^T``), with
     ``dy_{n,o,t,s}`` the 2x2 block of dy that tile (t, s) produced. The sum over
     the tiles of a group is 16 products (O, tiles) x (tiles, C). ``x`` (N, C, H, W),
-    ``dy`` (N, O, Ho, Wo); returns (O, C, 3, 3). The garbage tiles of the flat
+    ``dy`` (N, O, Ho, Wo), images in groups of about ``group_bytes``; returns
+    (O, C, 3, 3). The garbage tiles of the flat
     layout meet zeros in ``A dy A^T`` and add nothing.
     """
     xp = xp_of(x)
@@ -276,7 +277,7 @@ def winograd_weight_grad(x, dy, padding, groups):
     row = s + 1
     grid = (t + 1) * row
     summed = xp.zeros((4, 4, o, c), dtype=x.dtype)  # sum over tiles of Dy' V, by position
-    for group in groups(8 * (c + o) * grid * x.dtype.itemsize):
+    for group in image_groups(n, 8 * (c + o) * grid * x.dtype.itemsize, group_bytes):
         m = group.stop - group.start
         size, count = c * m * grid, m * grid
         rows = tile_rows_of(x[group], padding, (t, s))
