@@ -42,8 +42,8 @@ from itertools import repeat
 
 import numpy as np
 
-from .base import Layer, xp_of, scratch
-from .conv import pair, image_groups
+from .base import Layer, image_groups, xp_of, scratch
+from .conv import pair
 
 
 def phases(x_pad, stride, fill=0.0):
