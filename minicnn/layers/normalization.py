@@ -135,12 +135,7 @@ class BatchNorm2d(Layer):
     def backward_inplace(self, dout):
         """:meth:`backward`, overwriting ``dout`` with ``dx`` in eval mode (``dx = a dy``
         needs nothing else); training mode's ``dx`` is a new array as in backward."""
-        if self.cache is None or self.cache[0] != "eval":
-            return self.backward(dout)
-        self._check_backward(dout)
-        if self.param_grads:
-            self._eval_param_grads(dout)
-        return _channelwise(xp_of(dout).multiply, dout, self.cache[2], out=dout)
+        return self._backward(dout, in_place=True)
 
     def _eval_param_grads(self, dout):
         """dgamma = sum dy x_hat, dbeta = sum dy, with x_hat from the running statistics."""
@@ -153,12 +148,16 @@ class BatchNorm2d(Layer):
         self.grads["bias"] = _channel_sum(dout)
 
     def backward(self, dout):
+        return self._backward(dout, in_place=False)
+
+    def _backward(self, dout, in_place):
+        """Backward; with ``in_place``, eval mode writes ``dx`` over ``dout``."""
         self._check_backward(dout)
         mode, saved, factor = self.cache  # x - mu in train mode, x in eval mode
         if mode == "eval":
             if self.param_grads:
                 self._eval_param_grads(dout)
-            return _channelwise(xp_of(dout).multiply, dout, factor)
+            return _channelwise(xp_of(dout).multiply, dout, factor, out=dout if in_place else None)
         centered, inv_std = saved, factor  # x_hat = centered inv_std
         m = dout.shape[0] * dout.shape[2] * dout.shape[3]
         sum_dout, sum_dout_xhat = _channel_sum(dout), _channel_sum(dout, centered) * inv_std
