@@ -175,22 +175,30 @@ class WideGrid:
     def flat_phases(self, x, padding, flat):
         """Fill ``flat`` (N, C, flat_size) from x (N, C, H, W): ``x_pad`` split into its
         stride phases, each phase's (Hq, Wq) grid flattened, phases one after another."""
-        n, c, h, w = x.shape
-        (sh, sw), (ph, pw), hq, wq = self.stride, padding, self.hq, self.wq
-        # pixels of x that some window reads (a ragged last row or column may be unread)
-        rows, cols = max(0, min(h, hq * sh - ph)), max(0, min(w, wq * sw - pw))
         flat[...] = 0
-        phased = flat[:, :, :sh * sw * hq * wq].reshape(n, c, sh, sw, hq, wq)
-        for phase, pixels in self._phase_pixels(rows, cols, padding):
+        phased = self._phased(flat)
+        for phase, pixels in self._phase_pixels(x.shape[2:], padding):
             phased[phase] = x[pixels]
         return flat
 
-    def _phase_pixels(self, rows, cols, padding):
+    def _phased(self, flat):
+        """The flat phases (N, C, flat_size) viewed as (N, C, sh, sw, Hq, Wq)."""
+        (sh, sw), hq, wq = self.stride, self.hq, self.wq
+        return flat[:, :, :sh * sw * hq * wq].reshape(flat.shape[:2] + (sh, sw, hq, wq))
+
+    def _read_size(self, image_size, padding):
+        """(rows, cols): the pixels ``x[:, :, :rows, :cols]`` of an (H, W) image that
+        some window reads (a ragged last row or column may be unread)."""
+        (h, w), (sh, sw), (ph, pw) = image_size, self.stride, padding
+        return max(0, min(h, self.hq * sh - ph)), max(0, min(w, self.wq * sw - pw))
+
+    def _phase_pixels(self, image_size, padding):
         """(index into the phased grid (N, C, sh, sw, Hq, Wq), index into x) pairs,
-        one per phase, for the pixels of x[:, :, :rows, :cols]: padded pixel
-        (a + s i, b + s j) is pixel (i, j) of phase (a, b) and pixel
+        one per phase, for the pixels of x[:, :, :rows, :cols] (:meth:`_read_size`):
+        padded pixel (a + s i, b + s j) is pixel (i, j) of phase (a, b) and pixel
         (a + s i - ph, b + s j - pw) of x."""
         (sh, sw), (ph, pw) = self.stride, padding
+        rows, cols = self._read_size(image_size, padding)
         everything = slice(None)
         for a in range(sh):
             i0 = -((a - ph) // sh)  # the first row of phase a inside x
@@ -249,13 +257,10 @@ class WideGrid:
         """The adjoint of :meth:`flat_phases`: fill ``x`` (N, C, H, W) from ``x_flat``
         (N, C, flat_size), the phases put back in place, the padding cropped, unread
         pixels zero."""
-        n, c, h, w = x.shape
-        (sh, sw), (ph, pw), hq, wq = self.stride, padding, self.hq, self.wq
-        rows, cols = max(0, min(h, hq * sh - ph)), max(0, min(w, wq * sw - pw))
-        if (rows, cols) != (h, w):
+        if self._read_size(x.shape[2:], padding) != tuple(x.shape[2:]):
             x[...] = 0
-        phased = x_flat[:, :, :sh * sw * hq * wq].reshape(n, c, sh, sw, hq, wq)
-        for phase, pixels in self._phase_pixels(rows, cols, padding):
+        phased = self._phased(x_flat)
+        for phase, pixels in self._phase_pixels(x.shape[2:], padding):
             x[pixels] = phased[phase]
 
 
