@@ -296,6 +296,32 @@ def rel_norm_diff(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def _forward_and_input_gradient(torch, net, model, x, onehot):
+    """The passes the resnet50 and small sections time on the batch ``x``, minicnn's
+    ``net`` and torch's ``model`` with the same weights: (minicnn forward, torch
+    forward, minicnn forward + input gradient, torch's), the gradient that of the
+    logits weighted by ``onehot``, without parameter gradients."""
+    tx = torch.from_numpy(x.copy())
+
+    def mine_forward():  # inference, as torch.no_grad: nothing kept for backward
+        return net.forward(x, cache=False)
+
+    def torch_forward():
+        with torch.no_grad():
+            return model(tx)
+
+    def mine_backward():
+        net.forward(x)
+        return net.backward(onehot, param_grads=False)
+
+    def torch_backward():
+        leaf = tx.clone().requires_grad_(True)
+        model(leaf).backward(torch.from_numpy(onehot))
+        return leaf.grad
+
+    return mine_forward, torch_forward, mine_backward, torch_backward
+
+
 def bench_resnet50(args, torch):
     """ResNet-50 (torchvision variant) at 224x224: forward, and forward + input gradient.
 
@@ -322,24 +348,8 @@ def bench_resnet50(args, torch):
         x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
         onehot = np.zeros((batch, 1000), np.float32)
         onehot[:, 281] = 1.0
-        tx = torch.from_numpy(x.copy())
-
-        def mine_forward():  # inference, as torch.no_grad: nothing kept for backward
-            return net.forward(x, cache=False)
-
-        def torch_forward():
-            with torch.no_grad():
-                return model(tx)
-
-        def mine_backward():
-            net.forward(x)
-            return net.backward(onehot, param_grads=False)
-
-        def torch_backward():
-            leaf = tx.clone().requires_grad_(True)
-            model(leaf).backward(torch.from_numpy(onehot))
-            return leaf.grad
-
+        mine_forward, torch_forward, mine_backward, torch_backward = \
+            _forward_and_input_gradient(torch, net, model, x, onehot)
         for name, kind, fa, fb in (("forward", "forward", mine_forward, torch_forward),
                                    ("forward + input grad", "backward", mine_backward,
                                     torch_backward)):
@@ -364,22 +374,33 @@ def bench_resnet50(args, torch):
 
 # -- section: small networks ------------------------------------------------------
 
-def _cifar_resnet56(torch):
-    """ResNet-56 as minicnn and torch models with the same weights, and a batch: the
-    akamaster weights when ../shared/data has them (converted into a temporary
-    folder), else random ones; random inputs, as only the time matters here."""
+CIFAR_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+"""The real CIFAR-10 data, when present: akamaster's checkpoints and the test JPEGs."""
+
+
+def _akamaster_resnet56():
+    """minicnn's CIFAR ResNet-56 with akamaster's weights (converted into a temporary
+    folder), or None when ../shared/data does not have the checkpoint."""
     import tempfile
+    from minicnn.io.convert import convert
+    from minicnn.io.model_file import load
+    checkpoint = CIFAR_DATA / "resnet56-4bfd9763.th"
+    if not checkpoint.is_file():
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        convert(checkpoint, Path(folder) / "resnet56.h5")
+        return load(Path(folder) / "resnet56.h5")
+
+
+def _cifar_resnet56(torch):
+    """ResNet-56 as minicnn and torch models with the same weights: akamaster's
+    when ../shared/data has them, else random ones."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_resnets import TorchCifarResNet, load_minicnn_state
     from minicnn.models import cifar_resnet
-    checkpoint = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" \
-        / "resnet56-4bfd9763.th"
-    if checkpoint.is_file():
-        from minicnn.io.convert import convert
-        from minicnn.io.model_file import load
-        with tempfile.TemporaryDirectory() as folder:
-            convert(checkpoint, Path(folder) / "resnet56.h5")
-            net = load(Path(folder) / "resnet56.h5").eval()
+    net = _akamaster_resnet56()
+    if net is not None:
+        net = net.eval()
         label = "akamaster weights"
     else:
         net = cifar_resnet(56, rng=0).eval()
@@ -425,24 +446,8 @@ def _resnet56_passes(torch, net, model, batch, rng):
     x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
     onehot = np.zeros((batch, 10), np.float32)
     onehot[np.arange(batch), rng.integers(0, 10, batch)] = 1.0
-    tx = torch.from_numpy(x.copy())
-
-    def mine_forward():
-        return net.forward(x, cache=False)
-
-    def torch_forward():
-        with torch.no_grad():
-            return model(tx)
-
-    def mine_backward():
-        net.forward(x)
-        return net.backward(onehot, param_grads=False)
-
-    def torch_backward():
-        leaf = tx.clone().requires_grad_(True)
-        model(leaf).backward(torch.from_numpy(onehot))
-        return leaf.grad
-
+    mine_forward, torch_forward, mine_backward, torch_backward = \
+        _forward_and_input_gradient(torch, net, model, x, onehot)
     return [("ResNet-56 forward", batch, mine_forward, torch_forward, TOLERANCE),
             ("ResNet-56 forward + input grad", batch, mine_backward, torch_backward,
              GRADIENT_TOLERANCE)]
@@ -483,27 +488,18 @@ def _digits_training_step(torch, batch):
 
 # -- section: techniques --------------------------------------------------------
 
-CIFAR_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
-
-
 def _technique_models(torch):
     """(label, minicnn net, torch model, x, classes, occlusion (size, stride), IG steps per
     pass, occlusion batch): the CIFAR ResNet-56 on 16 test images (the akamaster
     weights and real JPEGs when ../shared/data has them, else random) and ResNet-50
     (random weights) at 224 on one image."""
-    import tempfile
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_resnets import TorchCifarResNet, TorchResNet, load_minicnn_state
     from minicnn.models import cifar_resnet, resnet
     rng = np.random.default_rng(0)
-    checkpoint = CIFAR_DATA / "resnet56-4bfd9763.th"
-    if checkpoint.is_file() and (CIFAR_DATA / "test").is_dir():
+    net56 = _akamaster_resnet56() if (CIFAR_DATA / "test").is_dir() else None
+    if net56 is not None:
         from minicnn.images import load_image, preprocess
-        from minicnn.io.convert import convert
-        from minicnn.io.model_file import load
-        with tempfile.TemporaryDirectory() as folder:
-            convert(checkpoint, Path(folder) / "resnet56.h5")
-            net56 = load(Path(folder) / "resnet56.h5")
         paths = sorted((CIFAR_DATA / "test").glob("*/*.jpg"))[::625][:16]  # one in 625: all classes
         x56 = np.stack([preprocess(load_image(p), net56.metadata["preprocessing"]) for p in paths])
         classes56 = [net56.metadata["labels"].index(p.parent.name) for p in paths]
@@ -615,23 +611,15 @@ def bench_techniques(args, torch):
 def _adversarial_models(torch):
     """CIFAR ResNet-56 in both engines with the same weights: the akamaster
     checkpoint when ../shared/data has it, else torch_resnets' random weights."""
-    import tempfile
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from torch_resnets import TorchCifarResNet, randomize_torch, torch_to_minicnn_name
+    from torch_resnets import (TorchCifarResNet, load_minicnn_state, randomize_torch,
+                               torch_to_minicnn_name)
     from minicnn.models import cifar_resnet
-    from minicnn.io.model_file import load
-    from minicnn.io.convert import convert
-    checkpoint = (Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
-                  / "resnet56-4bfd9763.th")
     model = TorchCifarResNet(56)
-    if checkpoint.is_file():
-        with tempfile.TemporaryDirectory() as folder:
-            convert(checkpoint, Path(folder) / "resnet56.h5")
-            net = load(Path(folder) / "resnet56.h5")
-        raw = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-        model.load_state_dict({k.removeprefix("module.").replace("linear.", "fc."): v
-                               for k, v in raw.items()})
-        return net, model.eval(), "akamaster weights"
+    net = _akamaster_resnet56()
+    if net is not None:
+        load_minicnn_state(model, net.state_dict(), 56)
+        return net.eval(), model.eval(), "akamaster weights"
     randomize_torch(model, seed=0)
     net = cifar_resnet(56, rng=0)
     net.load_state_dict({torch_to_minicnn_name(name, 56): tensor.numpy()
