@@ -110,8 +110,7 @@ def transform_kernel(weight, flipped=False):
     xp = xp_of(weight)
     o, c = weight.shape[:2]
     taps = weight.reshape(o * c, 9).T  # (9, O C), a view
-    transform = KERNEL_TRANSFORM[:, ::-1] if flipped else KERNEL_TRANSFORM
-    transform = xp.asarray(np.ascontiguousarray(transform), dtype=weight.dtype)
+    transform = _constant("flipped" if flipped else "forward", xp, weight.dtype)
     kernel = xp.matmul(transform, taps).reshape(16, o, c)
     return kernel.transpose(0, 2, 1) if flipped else kernel
 
@@ -306,10 +305,27 @@ def winograd_weight_grad(x, dy, padding, group_bytes):
             xp.subtract(even, odd, out=spread[2])
             spread[3] = odd
             summed[k] += xp.matmul(spread, tiles.reshape(4, c, count).transpose(0, 2, 1))
-    transform = np.ascontiguousarray(KERNEL_TRANSFORM.T * SIGNS)  # (9, 16)
-    taps = xp.matmul(xp.asarray(transform, dtype=x.dtype), summed.reshape(16, o * c))
+    taps = xp.matmul(_constant("adjoint", xp, x.dtype), summed.reshape(16, o * c))
     return xp.ascontiguousarray(taps.reshape(3, 3, o, c).transpose(2, 3, 0, 1))
 
 
 SIGNS = np.outer([1, 1, 1, -1], [1, 1, 1, -1]).ravel()
 """The sign of row 3 of A, left out of ``A dy A^T`` in :func:`winograd_weight_grad`."""
+
+
+_CONSTANTS = {}
+
+
+def _constant(name, xp, dtype):
+    """A transform matrix in ``xp``'s memory and ``dtype``, made once per device and
+    dtype: copying it to a GPU on every call would wait on the host in every layer.
+    ``forward``: ``G kron G`` (16, 9); ``flipped``: its columns reversed (the input
+    gradient's kernel); ``adjoint``: the weight gradient's (9, 16), with
+    :data:`SIGNS` put back."""
+    device = None if xp is np else xp.cuda.runtime.getDevice()
+    key = (name, xp.__name__, np.dtype(dtype).str, device)
+    if key not in _CONSTANTS:
+        matrix = {"forward": KERNEL_TRANSFORM, "flipped": KERNEL_TRANSFORM[:, ::-1],
+                  "adjoint": KERNEL_TRANSFORM.T * SIGNS}[name]
+        _CONSTANTS[key] = xp.asarray(np.ascontiguousarray(matrix), dtype=dtype)
+    return _CONSTANTS[key]
