@@ -144,10 +144,12 @@ CONV_BATCHES = (1, 8, 32)
 def bench_conv(args, torch):
     """Conv2d forward + backward (input and weight gradients), minicnn vs PyTorch.
 
-    Bias-free, as every convolution in ResNet-50. Where a stride-1 3x3 layer goes
-    through Winograd (``path``), ``wide ms`` times the same layer with Winograd
-    switched off (:data:`minicnn.layers.winograd.ENABLED`); its weight gradient
-    is on the wide lowering either way.
+    Bias-free, as every convolution in ResNet-50. Where a stride-1 3x3 layer's
+    forward pass and input gradient go through Winograd (``path``), ``wide ms``
+    times the same layer with Winograd switched off
+    (:data:`minicnn.layers.winograd.ENABLED`); its weight gradient goes through
+    Winograd too where the batch has twice the blocks
+    (``use_winograd(..., weight_grad=True)``), else through the wide lowering.
     """
     from minicnn.layers import winograd
     from minicnn.layers.winograd import use_winograd
