@@ -21,7 +21,6 @@ and returns True when its correctness checks passed, then register it in
 ``SECTIONS``; ``--only <name>`` selects it.
 """
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -35,8 +34,10 @@ try:
 except ImportError:  # threadpoolctl comes with scikit-learn, a minicnn dependency
     threadpool_limits = None
 
-# Time the minicnn of this checkout, even where another copy is installed.
+# Time the minicnn of this checkout, even where another copy is installed; the torch
+# references (torch_resnets, torch_saliency, optimize_oracle) live beside this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minicnn.layers import Conv2d  # noqa: E402
 
 TOLERANCE = 1e-3
@@ -208,7 +209,7 @@ def bench_conv(args, torch):
                   f" {wide:>8} {t_torch:>10.2f} {ratio:>7.2f}"
                   f" {diff:>13.1e}{'' if ok else '  WRONG'}", flush=True)
     print("-" * len(header))
-    geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    geomean = statistics.geometric_mean(ratios)
     print(f"geometric mean of the ratios (minicnn / torch): {geomean:.2f}")
     if not all_ok:
         print(f"FAILED: minicnn and PyTorch differ by more than {TOLERANCE:g} somewhere")
@@ -244,11 +245,9 @@ def memory_probe(spec):
     else:
         torch = import_torch()
         torch.set_num_threads(1)
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from torch_resnets import TorchResNet
         model = TorchResNet(50, "torchvision").eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
+        model.requires_grad_(False)
         tx = torch.from_numpy(x)
 
         def backward():
@@ -330,13 +329,11 @@ def bench_resnet50(args, torch):
     The backward pass is the one visualizations need: from one class score to
     the image, without parameter gradients. Both engines run the same weights.
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_resnets import TorchResNet, load_minicnn_state
     from minicnn.models import resnet
     net = resnet(50, "torchvision", rng=0).eval()
     model = load_minicnn_state(TorchResNet(50, "torchvision"), net.state_dict(), 50).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     rng = np.random.default_rng(0)
     print(f"ResNet-50 (torchvision variant), 224x224, float32, {args.threads} thread(s); "
           "median ms; peak memory of the pass in a fresh process, MiB")
@@ -367,7 +364,7 @@ def bench_resnet50(args, torch):
                   f"{'' if ok else '  WRONG'}", flush=True)
     print("-" * len(header))
     for name, values in ratios.items():
-        geomean = math.exp(sum(math.log(r) for r in values) / len(values))
+        geomean = statistics.geometric_mean(values)
         print(f"geometric mean of the ratios, {name}: {geomean:.2f}")
     if not all_ok:
         print("FAILED: minicnn and PyTorch differ beyond the tolerance somewhere")
@@ -397,7 +394,6 @@ def _akamaster_resnet56():
 def _cifar_resnet56(torch):
     """ResNet-56 as minicnn and torch models with the same weights: akamaster's
     when ../shared/data has them, else random ones."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_resnets import TorchCifarResNet, load_minicnn_state
     from minicnn.models import cifar_resnet
     net = _akamaster_resnet56()
@@ -408,8 +404,7 @@ def _cifar_resnet56(torch):
         net = cifar_resnet(56, rng=0).eval()
         label = "random weights; no ../shared/data"
     model = load_minicnn_state(TorchCifarResNet(56), net.state_dict(), 56).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     return net, model, label
 
 
@@ -460,7 +455,6 @@ def _digits_training_step(torch, batch):
     on its own held-out digits. Each step returns the gradient on conv1's weight, the
     end of the whole backward pass, which the first call of each (from the same
     weights) must agree on."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_resnets import TorchCifarResNet, load_minicnn_state
     from minicnn import load
     from minicnn.datasets import as_dataset
@@ -495,7 +489,6 @@ def _technique_models(torch):
     pass, occlusion batch): the CIFAR ResNet-56 on 16 test images (the akamaster
     weights and real JPEGs when ../shared/data has them, else random) and ResNet-50
     (random weights) at 224 on one image."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_resnets import TorchCifarResNet, TorchResNet, load_minicnn_state
     from minicnn.models import cifar_resnet, resnet
     rng = np.random.default_rng(0)
@@ -515,9 +508,8 @@ def _technique_models(torch):
     net50 = resnet(50, "torchvision", rng=0).eval()
     model50 = load_minicnn_state(TorchResNet(50, "torchvision"), net50.state_dict(), 50).eval()
     x50 = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
-    for model in (model56, model50):
-        for p in model.parameters():
-            p.requires_grad_(False)
+    model56.requires_grad_(False)
+    model50.requires_grad_(False)
     return [(label56, net56, model56, x56.astype(np.float32), classes56, (8, 4), 4, 64),
             ("ResNet-50 (torchvision, random), 224", net50, model50, x50, [281], (56, 28), 10, 16)]
 
@@ -556,7 +548,6 @@ def bench_techniques(args, torch):
     """Saliency and occlusion, minicnn vs PyTorch (plain autograd; the guided rule as a
     custom autograd ReLU): vanilla gradient, guided backprop, integrated gradients
     (50 steps from the zero image) and an occlusion map, float32."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_saliency import torch_gradient, torch_integrated_gradients
     from minicnn.techniques import guided_backprop, integrated_gradients, vanilla_gradient
     from minicnn.techniques.occlusion import occlusion_map
@@ -601,7 +592,7 @@ def bench_techniques(args, torch):
             print(f"{name:<26} {n:>5} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f} {diff:>9.1e}"
                   f"{'' if ok else '  WRONG'}", flush=True)
         print("-" * len(header))
-    geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    geomean = statistics.geometric_mean(ratios)
     print(f"geometric mean of the ratios (minicnn / torch): {geomean:.2f}")
     if not all_ok:
         print("FAILED: minicnn and PyTorch differ beyond the tolerance somewhere")
@@ -613,7 +604,6 @@ def bench_techniques(args, torch):
 def _adversarial_models(torch):
     """CIFAR ResNet-56 in both engines with the same weights: the akamaster
     checkpoint when ../shared/data has it, else torch_resnets' random weights."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_resnets import (TorchCifarResNet, load_minicnn_state, randomize_torch,
                                torch_to_minicnn_name)
     from minicnn.models import cifar_resnet
@@ -642,8 +632,7 @@ def bench_adversarial(args, torch):
     import torch.nn.functional as F
     from minicnn.techniques.adversarial import pgd
     net, model, weights = _adversarial_models(torch)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     spec = net.metadata["preprocessing"]
     mean = torch.tensor(spec["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(spec["std"]).view(1, 3, 1, 1)
@@ -690,7 +679,6 @@ def bench_optimize(args, torch):
     style: content res4, style conv1_relu and res2..res5; VGG-19's: Gatys et al.'s
     content relu4_2, style relu1_1 ... relu5_1 (both Gram matrices, style weight
     1e5); inversion: the code at res4 with the alpha-norm and TV priors."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from optimize_oracle import torch_features, torch_tv, valid_bound
     from torch_resnets import TorchResNet, load_minicnn_state
     from minicnn import build
@@ -701,8 +689,7 @@ def bench_optimize(args, torch):
     net = resnet(50, "torchvision", rng=0).eval()
     net.metadata["preprocessing"] = DEFAULT_PREPROCESSING
     model = load_minicnn_state(TorchResNet(50, "torchvision"), net.state_dict(), 50).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     vgg = build("vgg19", rng=0)
     vgg.metadata["preprocessing"] = DEFAULT_PREPROCESSING
     vgg_weights = {name: torch.from_numpy(value) for name, value in vgg.state_dict().items()}
