@@ -17,7 +17,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
 
 from minicnn.datasets import image_folder
 from minicnn.io.convert import convert
