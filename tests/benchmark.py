@@ -323,17 +323,24 @@ def _forward_and_input_gradient(torch, net, model, x, onehot):
     return mine_forward, torch_forward, mine_backward, torch_backward
 
 
+def _random_resnet50():
+    """ResNet-50 (torchvision variant, random weights from seed 0) in minicnn and in
+    torch with the same weights, both in eval mode, torch's parameters frozen."""
+    from torch_resnets import TorchResNet, load_minicnn_state
+    from minicnn.models import resnet
+    net = resnet(50, "torchvision", rng=0).eval()
+    model = load_minicnn_state(TorchResNet(50, "torchvision"), net.state_dict(), 50).eval()
+    model.requires_grad_(False)
+    return net, model
+
+
 def bench_resnet50(args, torch):
     """ResNet-50 (torchvision variant) at 224x224: forward, and forward + input gradient.
 
     The backward pass is the one visualizations need: from one class score to
     the image, without parameter gradients. Both engines run the same weights.
     """
-    from torch_resnets import TorchResNet, load_minicnn_state
-    from minicnn.models import resnet
-    net = resnet(50, "torchvision", rng=0).eval()
-    model = load_minicnn_state(TorchResNet(50, "torchvision"), net.state_dict(), 50).eval()
-    model.requires_grad_(False)
+    net, model = _random_resnet50()
     rng = np.random.default_rng(0)
     print(f"ResNet-50 (torchvision variant), 224x224, float32, {args.threads} thread(s); "
           "median ms; peak memory of the pass in a fresh process, MiB")
@@ -489,27 +496,22 @@ def _technique_models(torch):
     pass, occlusion batch): the CIFAR ResNet-56 on 16 test images (the akamaster
     weights and real JPEGs when ../shared/data has them, else random) and ResNet-50
     (random weights) at 224 on one image."""
-    from torch_resnets import TorchCifarResNet, TorchResNet, load_minicnn_state
-    from minicnn.models import cifar_resnet, resnet
     rng = np.random.default_rng(0)
-    net56 = _akamaster_resnet56() if (CIFAR_DATA / "test").is_dir() else None
-    if net56 is not None:
+    net56, model56, weights = _cifar_resnet56(torch)
+    akamaster = weights.startswith("akamaster")
+    if akamaster and (CIFAR_DATA / "test").is_dir():
         from minicnn.images import load_image, preprocess
         paths = sorted((CIFAR_DATA / "test").glob("*/*.jpg"))[::625][:16]  # one in 625: all classes
         x56 = np.stack([preprocess(load_image(p), net56.metadata["preprocessing"]) for p in paths])
         classes56 = [net56.metadata["labels"].index(p.parent.name) for p in paths]
         label56 = "ResNet-56 (akamaster), 16 CIFAR JPEGs"
     else:
-        net56 = cifar_resnet(56, rng=0).eval()
         x56 = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)
         classes56 = [int(c) for c in rng.integers(0, 10, 16)]
-        label56 = "ResNet-56 (random weights; no ../shared/data)"
-    model56 = load_minicnn_state(TorchCifarResNet(56), net56.state_dict(), 56).eval()
-    net50 = resnet(50, "torchvision", rng=0).eval()
-    model50 = load_minicnn_state(TorchResNet(50, "torchvision"), net50.state_dict(), 50).eval()
+        label56 = ("ResNet-56 (akamaster), 16 random images" if akamaster
+                   else "ResNet-56 (random weights; no ../shared/data)")
+    net50, model50 = _random_resnet50()
     x50 = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
-    model56.requires_grad_(False)
-    model50.requires_grad_(False)
     return [(label56, net56, model56, x56.astype(np.float32), classes56, (8, 4), 4, 64),
             ("ResNet-50 (torchvision, random), 224", net50, model50, x50, [281], (56, 28), 10, 16)]
 
@@ -680,16 +682,12 @@ def bench_optimize(args, torch):
     content relu4_2, style relu1_1 ... relu5_1 (both Gram matrices, style weight
     1e5); inversion: the code at res4 with the alpha-norm and TV priors."""
     from optimize_oracle import torch_features, torch_tv, valid_bound
-    from torch_resnets import TorchResNet, load_minicnn_state
     from minicnn import build
     from minicnn.images import DEFAULT_PREPROCESSING
-    from minicnn.models import resnet
     from minicnn.techniques import inversion_objective, style_objective
     from minicnn.techniques.style import GATYS_VGG_LAYERS
-    net = resnet(50, "torchvision", rng=0).eval()
+    net, model = _random_resnet50()
     net.metadata["preprocessing"] = DEFAULT_PREPROCESSING
-    model = load_minicnn_state(TorchResNet(50, "torchvision"), net.state_dict(), 50).eval()
-    model.requires_grad_(False)
     vgg = build("vgg19", rng=0)
     vgg.metadata["preprocessing"] = DEFAULT_PREPROCESSING
     vgg_weights = {name: torch.from_numpy(value) for name, value in vgg.state_dict().items()}
