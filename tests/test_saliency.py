@@ -333,3 +333,18 @@ def test_gallery_section_writes_both_figures_with_measured_captions(tmp_path):
     caption = context.entries[1][3]
     first, last = (float(v) for v in re.findall(r"(\S+) at \d+ steps", caption))
     assert last < first  # the gap shrinks from 2 to 64 steps, as the figure shows
+
+
+def test_saliency_command_names_a_target_beyond_the_predicted_classes(tmp_path, monkeypatch):
+    """A network without labels, asked for a class that no shown image is predicted as:
+    the titles name it from the network's classes, not from the predictions seen."""
+    from minicnn.cli import common, main
+    net = minicnn.load()
+    del net.metadata["labels"]
+    monkeypatch.setattr(common, "load_model", lambda args: net)
+    data = common.load_data(type("Args", (), {"data": None, "limit": 1, "batch_size": 64})(), net)
+    assert int(net.forward(data.images([0])).argmax()) < 9
+    out = tmp_path / "s.png"
+    assert main(["saliency", "--method", "vanilla", "--target", "9", "--limit", "1",
+                 "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"

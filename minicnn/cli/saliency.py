@@ -63,6 +63,7 @@ def _chosen_methods(args):
 def _saliency(args):
     import numpy as np
     from ..plots.saliency import saliency_figure
+    from ..predict import labels_of
     from .common import load_data, load_model, parse_target_option, write_figure
     net = load_model(args)
     data = load_data(args, net)
@@ -75,7 +76,7 @@ def _saliency(args):
     methods = _chosen_methods(args)
     signals, notes = saliency_signals(net, x, target, methods, args.layer, args.samples,
                                       args.noise, args.steps, args.seed, args.batch_size)
-    names = net.metadata.get("labels") or [str(k) for k in range(int(predicted.max()) + 1)]
+    names = labels_of(net)
     titles = [f"predicted {names[int(p)]}" for p in predicted]
     if isinstance(target, str):
         titles = [f"{t}\ntarget {target}" for t in titles]
@@ -112,6 +113,7 @@ def register(sub):
 def gallery(context):
     import numpy as np
     from ..plots.saliency import completeness_figure, saliency_figure
+    from ..predict import labels_of
     from ..techniques import completeness_gap, integrated_gradients
     net, data = context.net, context.data
     indices = range(min(4, len(data)))
@@ -119,7 +121,7 @@ def gallery(context):
     predicted = net.forward(x).argmax(axis=1)
     signals, notes = saliency_signals(net, x, predicted, METHODS, samples=25, steps=32,
                                       seed=context.seed, batch_size=64, progress=False)
-    names = net.metadata.get("labels") or [str(k) for k in range(int(predicted.max()) + 1)]
+    names = labels_of(net)
     titles = [f"predicted {names[int(p)]}" for p in predicted]
     fig = saliency_figure([data.pixels(i) for i in indices], signals, titles, notes,
                           title="The saliency family, target: the predicted class")
