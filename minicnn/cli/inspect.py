@@ -87,6 +87,7 @@ def _occlusion(args):
 
 
 def _occlusion_figure(net, data, indices, x, target, maps, size, stride, logits):
+    from ..layers import softmax
     from ..plots.common import to_display
     from ..plots.occlusion import occlusion_figure
     labels = net.metadata.get("labels")
@@ -96,8 +97,7 @@ def _occlusion_figure(net, data, indices, x, target, maps, size, stride, logits)
         return occlusion_figure(images, maps, size, stride, [f"image {i}" for i in indices],
                                 label=target, title=f"Occlusion: {target}")
     classes = np.broadcast_to(np.asarray(target), (len(indices),))
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    probabilities = softmax(logits)
     baselines = [float(probabilities[n, c]) for n, c in enumerate(classes)]
     titles = [f"image {i}: class {labels[c] if labels else c}" for i, c in zip(indices, classes)]
     return occlusion_figure(images, maps, size, stride, titles, baselines,
