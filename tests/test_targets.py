@@ -129,3 +129,20 @@ def test_gpu_input_gradient_matches_numpy(dev):
     expected = input_gradient(net, x, "res3:2", relu_mode="guided")
     got = input_gradient(dev.layer(net), dev.array(x), "res3:2", relu_mode="guided")
     np.testing.assert_allclose(dev.numpy(got), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_gpu_class_targets_may_live_on_the_device(dev):
+    """The predicted classes of a network on the GPU are a CuPy array; they are a valid
+    target as they are, giving the gradient of the same classes given as a list."""
+    net = minicnn.load().astype(np.float64)
+    x = _x(2, seed=6, size=32)
+    gpu_net = dev.layer(net)
+    try:
+        gx = dev.array(x)
+        predicted = gpu_net.forward(gx).argmax(axis=1)
+        got = input_gradient(gpu_net, gx, predicted)
+        classes = [int(c) for c in dev.numpy(predicted)]
+    finally:
+        net.to("cpu")
+    expected = input_gradient(net, x, classes)
+    np.testing.assert_allclose(dev.numpy(got), expected, rtol=1e-9, atol=1e-12)

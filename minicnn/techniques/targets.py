@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import get_array_module, to_cpu
 from ..layers import Conv2d, ReLU
 from ..layers.base import ShapeError
 
@@ -87,7 +87,7 @@ def parse_target(net, target, n, x_shape=None):
         net._require(layer)  # KeyError naming close matches
         return Target(layer, parts[1], *(parts[2:] if len(parts) == 4 else (None, None)), None)
     num_classes = _num_classes(net)
-    classes = np.asarray(target)
+    classes = np.asarray(to_cpu(target))  # a CuPy argmax too: NumPy refuses to convert it
     if classes.ndim == 0:
         classes = np.full(n, classes)
     if classes.ndim != 1 or len(classes) != n:
