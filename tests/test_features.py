@@ -79,3 +79,25 @@ def test_bad_input_gives_clear_errors(digits):
         stage_activations(digits, np.zeros((1, 4, 32, 32), np.float32))
     with pytest.raises(ShapeError, match=r"\(N, C, H, W\)"):
         strongest_channels(np.zeros((16, 8, 8)), 3)
+
+
+def test_stage_activations_equal_torch_stage_outputs():
+    """Every overview layer of a random CIFAR ResNet-8 against the torch model holding
+    the same weights (stem ReLU, then torch's layer1, layer2, layer3), in float64."""
+    torch = pytest.importorskip("torch", reason="torch is the oracle")
+    from test_models import pair
+    net, model = pair(8, "cifar", seed=4)
+    net, model = net.astype(np.float64), model.double()
+    x = np.random.default_rng(2).standard_normal((2, 3, 16, 16))
+    stages = stage_activations(net, x)
+    assert list(stages) == ["conv1_relu", "res2", "res3", "res4"]
+    with torch.no_grad():
+        h = torch.relu(model.bn1(model.conv1(torch.from_numpy(x))))
+        expected = {"conv1_relu": h}
+        for name, stage in zip(["res2", "res3", "res4"], [model.layer1, model.layer2,
+                                                          model.layer3]):
+            h = expected[name] = stage(h)
+    for name, maps in stages.items():
+        np.testing.assert_allclose(maps, expected[name].numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=name)
+        np.testing.assert_array_equal(activations(net, x, name), maps)
