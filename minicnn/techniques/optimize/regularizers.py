@@ -42,7 +42,7 @@ def total_variation_value(x, beta=2.0):
     down = x[:, :, 1:, :-1] - x[:, :, :-1, :-1]
     d = right * right + down * down
     if beta == 2:
-        power, slope = d, 2 * xp.ones_like(d)
+        power, slope = d, 2.0  # a scalar: no array of twos to allocate and multiply
     else:
         safe = xp.where(d > 0, d, 1)
         power = safe ** (beta / 2) * (d > 0)
