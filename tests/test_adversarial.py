@@ -203,6 +203,49 @@ def test_deepfool_and_carlini_wagner_fool_every_digit(digits, dev):
                                rtol=1e-5)
 
 
+def torch_carlini_wagner(net, spec, images, labels, c, kappa, steps, lr):
+    """The CW-L2 loop written directly in torch: autograd of the objective and
+    torch.optim.Adam on w, keeping each image's misclassified iterate of smallest L2."""
+    torch = pytest.importorskip("torch")
+    from torch_resnets import TorchCifarResNet, load_minicnn_state
+    from minicnn.backend import to_cpu
+    state = {k: to_cpu(v) for k, v in net.state_dict().items()}
+    model = load_minicnn_state(TorchCifarResNet(8).double(), state, 8).eval()
+    scale = 255.0 * spec.get("scale", 1.0)
+    mean = torch.tensor(spec["mean"], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(spec["std"], dtype=torch.float64).view(1, 3, 1, 1)
+    x0, y = torch.from_numpy(images), torch.from_numpy(labels)
+    rows = torch.arange(len(y))
+    w = torch.atanh((2 * x0 - 1) * (1 - 1e-6)).requires_grad_(True)
+    optimizer = torch.optim.Adam([w], lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    best, best_l2 = x0.clone(), torch.full((len(y),), float("inf"), dtype=torch.float64)
+    for _ in range(steps):
+        x = (torch.tanh(w) + 1) / 2
+        logits = model((x * scale - mean) / std)
+        others = logits.detach().clone()
+        others[rows, y] = -float("inf")
+        margin = logits[rows, y] - logits[rows, others.argmax(1)]
+        l2 = ((x - x0) ** 2).flatten(1).sum(1)
+        better = (margin.detach() < 0) & (l2.detach() < best_l2)
+        best[better], best_l2[better] = x.detach()[better], l2.detach()[better]
+        optimizer.zero_grad()
+        (l2 + c * torch.clamp(margin, min=-kappa)).sum().backward()
+        optimizer.step()
+    return best.numpy(), torch.isfinite(best_l2).numpy()
+
+
+def test_carlini_wagner_equals_torch(digits, dev):
+    _, images, labels = digits
+    net = float64_digits(dev)
+    x, y = images[:4].astype(np.float64), labels[:4]
+    ours, info = carlini_wagner_l2(net, dev.array(x), y, c=1.0, kappa=0.5, steps=25, lr=0.05)
+    reference, success = torch_carlini_wagner(net, net.metadata["preprocessing"], x, y,
+                                              c=1.0, kappa=0.5, steps=25, lr=0.05)
+    assert success.any()  # the comparison covers found iterates, not only unchanged images
+    np.testing.assert_array_equal(info["success"], success)
+    np.testing.assert_allclose(dev.numpy(ours), reference, rtol=0, atol=1e-9)
+
+
 def test_multicrop_gradient_and_prediction(dev):
     net = dev.layer(minicnn.load().astype(np.float64))
     model = MultiCropModel(net, crops=5, flips=True, padding=2)
