@@ -24,11 +24,26 @@ is read. (minicnn writes fixed-length attributes, so its files need no walk.)
 """
 import mmap
 import os
+from contextlib import contextmanager
 
 import h5py
 import numpy as np
 
 from .errors import WeightsFormatError
+
+
+@contextmanager
+def damage_reported(path, advice=""):
+    """Turn the many ways h5py and HDF5 report a damaged file into one WeightsFormatError
+    (``advice`` is appended to its message); a WeightsFormatError passes unchanged."""
+    try:
+        yield
+    except WeightsFormatError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError,
+            IndexError) as error:
+        raise WeightsFormatError(f"{path}: corrupted HDF5 file ({type(error).__name__}: "
+                                 f"{error}){advice}") from None
 
 ALLOWED_FILTERS = {h5py.h5z.FILTER_DEFLATE: "deflate", h5py.h5z.FILTER_SHUFFLE: "shuffle",
                    h5py.h5z.FILTER_FLETCHER32: "fletcher32", 32000: "lzf"}

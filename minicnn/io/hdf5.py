@@ -41,7 +41,7 @@ import numpy as np
 
 from .errors import WeightsFormatError, WeightsMismatchError, check_finite
 from .files import atomic_output
-from .h5_checks import ByteBudget, HeapGuard, child, members, read_dataset
+from .h5_checks import ByteBudget, HeapGuard, child, damage_reported, members, read_dataset
 
 FORMAT = "minicnn-weights"
 FORMAT_VERSION = 1
@@ -99,25 +99,18 @@ def read_weights(path, expected=None):
     WeightsFormatError (WeightsMismatchError for missing or unexpected arrays).
     """
     f = _open(path)
-    with f:
-        try:
-            metadata = _metadata(f, path)
-            shapes = None
-            if expected is not None:
-                try:
-                    shapes = expected(metadata)
-                except (KeyError, ValueError) as error:
-                    if isinstance(error, WeightsFormatError):
-                        raise
-                    raise WeightsFormatError(f"{path}: arch {metadata['arch']!r} with variant "
-                                             f"{metadata.get('variant')!r}: {error}") from None
-            state = _arrays(f, path, shapes)
-        except WeightsFormatError:
-            raise
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError,
-                IndexError) as error:  # h5py and HDF5 report damage in many ways
-            raise WeightsFormatError(f"{path}: corrupted HDF5 file ({type(error).__name__}: "
-                                     f"{error}); download or convert it again") from None
+    with f, damage_reported(path, "; download or convert it again"):
+        metadata = _metadata(f, path)
+        shapes = None
+        if expected is not None:
+            try:
+                shapes = expected(metadata)
+            except (KeyError, ValueError) as error:
+                if isinstance(error, WeightsFormatError):
+                    raise
+                raise WeightsFormatError(f"{path}: arch {metadata['arch']!r} with variant "
+                                         f"{metadata.get('variant')!r}: {error}") from None
+        state = _arrays(f, path, shapes)
     return metadata, state
 
 

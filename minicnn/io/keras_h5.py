@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from .errors import WeightsFormatError, check_finite
-from .h5_checks import ByteBudget, HeapGuard, walk, read_dataset
+from .h5_checks import ByteBudget, HeapGuard, damage_reported, read_dataset, walk
 
 MAX_DIMS = 8
 
@@ -89,15 +89,8 @@ def read_keras_h5(path):
         if isinstance(exc, WeightsFormatError):
             raise
         raise WeightsFormatError(f"{path}: cannot open as HDF5 ({exc})") from None
-    try:
-        with f:
-            return _read_layers(f, path)
-    except WeightsFormatError:
-        raise
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError,
-            IndexError) as exc:  # h5py and HDF5 report damage in many ways
-        raise WeightsFormatError(f"{path}: corrupted HDF5 file ({type(exc).__name__}: "
-                                 f"{exc})") from None
+    with damage_reported(path), f:  # closing a damaged file can fail too
+        return _read_layers(f, path)
 
 
 def _read_layers(f, path):
