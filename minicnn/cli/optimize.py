@@ -4,11 +4,11 @@ ORDER = 40
 
 
 def softmax(logits):
+    """:func:`minicnn.layers.softmax` of the logits brought to the host in float64."""
     import numpy as np
     from ..backend import to_cpu
-    logits = np.asarray(to_cpu(logits), np.float64)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    from ..layers import softmax as layers_softmax
+    return layers_softmax(np.asarray(to_cpu(logits), np.float64))
 
 
 def load_input(path, net, size=None):
