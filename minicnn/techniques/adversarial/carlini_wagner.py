@@ -48,7 +48,8 @@ def carlini_wagner_l2(net, images, labels, c=1.0, kappa=0.0, steps=100, lr=0.01,
     best, best_l2 = images.copy(), xp.full(n, xp.inf, dtype=images.dtype)
     for _ in tqdm(range(int(steps)), desc="carlini-wagner", unit="step", disable=not progress,
                   leave=False):
-        x = (xp.tanh(w) + 1) / 2
+        squashed = xp.tanh(w)
+        x = (squashed + 1) / 2
         logits = model.forward(x)
         others = logits.copy()
         others[rows, label] = -xp.inf
@@ -63,7 +64,7 @@ def carlini_wagner_l2(net, images, labels, c=1.0, kappa=0.0, steps=100, lr=0.01,
         seed[rows, label] = pushing
         seed[rows, strongest] -= pushing
         grad_x = 2 * (x - images) + c * model.backward(seed)
-        w = optimizer.step(w, grad_x * (1 - xp.tanh(w) ** 2) / 2)
+        w = optimizer.step(w, grad_x * (1 - squashed * squashed) / 2)
     success = xp.isfinite(best_l2)
     change = (best - images).reshape(n, -1)
     info = {"success": to_cpu(success), "l2": to_cpu(xp.sqrt((change * change).sum(axis=1))),
