@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from fuzz_weights import RunsCommand
 from minicnn.io import read_torch_checkpoint, UnsafeCheckpointError, WeightsFormatError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -155,14 +156,6 @@ def test_real_akamaster_checkpoint_matches_torch(torch):
 
 
 # -- pickles that try to run code ------------------------------------------------------
-class RunsCommand:
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return (os.system, (self.command,))
-
-
 class CallsEval:
     def __reduce__(self):
         return (eval, ("__import__('os').getcwd()",))
