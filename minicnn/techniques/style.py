@@ -31,8 +31,9 @@ import numpy as np
 
 from ..backend import get_array_module
 from .dream import zoom
-from .optimize import (activation_objective, as_rng, check_steps, deepest, minimize, network_dtype,
-                       preprocessing_of, random_image, total_variation, valid_range)
+from .optimize import (activation_objective, as_rng, check_steps, clip_to_range, deepest,
+                       minimize, network_dtype, preprocessing_of, random_image, total_variation,
+                       valid_range)
 from .targets import check_batch
 
 STATISTICS = ("gram", "mean", "mean_std")
@@ -265,6 +266,5 @@ def style_transfer(net, content, style, content_layer=None, style_layers=None,
     image, history = minimize(objective, start, optimizer, steps, lr=lr, bounds=bounds, rng=rng,
                               progress=progress, desc=f"style ({statistic})")
     if preserve_colors:
-        image = xp.minimum(xp.maximum(_with_colors_of(image, original, spec), bounds[0]),
-                           bounds[1])
+        image = clip_to_range(_with_colors_of(image, original, spec), bounds)
     return image, history
