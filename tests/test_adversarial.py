@@ -313,6 +313,42 @@ def test_adversarial_training_raises_fgsm_accuracy_on_its_batch(digits, dev):
     assert after > before
 
 
+def test_adversarial_training_step_equals_torch(digits, dev):
+    """One batch of Goodfellow's mixed objective, written directly in torch: FGSM
+    images in eval mode, then alpha * mean CE(clean) + (1 - alpha) * mean CE(FGSM)
+    in one train-mode pass, one plain SGD step; every weight must agree."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    from torch_resnets import TorchCifarResNet, load_minicnn_state, torch_to_minicnn_name
+    from minicnn.backend import to_cpu
+    _, images, labels = digits
+    net = float64_digits(dev)
+    spec = net.metadata["preprocessing"]
+    x, y = images[:8].astype(np.float64), labels[:8]
+    eps, alpha, lr = 4 / 255, 0.3, 0.1
+    state = {k: to_cpu(v) for k, v in net.state_dict().items()}
+    model = load_minicnn_state(TorchCifarResNet(8).double(), state, 8).eval()
+    adversarial = torch.from_numpy(torch_pgd(model, spec, x, y, eps, eps, 1))
+    mean = torch.tensor(spec["mean"], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(spec["std"], dtype=torch.float64).view(1, 3, 1, 1)
+    both = (torch.cat([torch.from_numpy(x), adversarial]) * 255.0 * spec.get("scale", 1.0)
+            - mean) / std
+    model.train()
+    logits = model(both)
+    target = torch.from_numpy(y)
+    loss = (alpha * F.cross_entropy(logits[:8], target)
+            + (1 - alpha) * F.cross_entropy(logits[8:], target))
+    model.zero_grad()
+    loss.backward()
+    adversarial_training(net, minicnn.SGD(net, lr=lr, momentum=0.0), dev.array(x), y, eps, alpha=alpha,
+                         epochs=1, batch_size=8, rng=0, progress=False)
+    ours = {k: to_cpu(v) for k, v in net.state_dict().items()}
+    for name, parameter in model.named_parameters():
+        expected = (parameter - lr * parameter.grad).detach().numpy()
+        np.testing.assert_allclose(ours[torch_to_minicnn_name(name, 8)], expected, rtol=1e-8,
+                                   atol=1e-10, err_msg=name)
+
+
 def test_extra_class_keeps_the_ten_digits(digits, dev):
     _, images, _ = digits
     net = dev.layer(minicnn.load())
