@@ -340,8 +340,8 @@ def test_adversarial_training_step_equals_torch(digits, dev):
             + (1 - alpha) * F.cross_entropy(logits[8:], target))
     model.zero_grad()
     loss.backward()
-    adversarial_training(net, minicnn.SGD(net, lr=lr, momentum=0.0), dev.array(x), y, eps, alpha=alpha,
-                         epochs=1, batch_size=8, rng=0, progress=False)
+    adversarial_training(net, minicnn.SGD(net, lr=lr, momentum=0.0), dev.array(x), y, eps,
+                         alpha=alpha, epochs=1, batch_size=8, rng=0, progress=False)
     ours = {k: to_cpu(v) for k, v in net.state_dict().items()}
     for name, parameter in model.named_parameters():
         expected = (parameter - lr * parameter.grad).detach().numpy()
