@@ -23,19 +23,30 @@ def _take(store, name, source, needed_for):
     return store[name]
 
 
-def _convert(plan, fetch, shapes_for, source, unused):
-    """Run ``fetch(kind, position, our layer, shape) -> (foreign name, {key: array})``
-    over the plan and check the result against the expected shapes."""
+def _gather(entries, source, unused, target):
+    """Collect ``(our name, foreign name, array)`` entries into ``(state, origin)``
+    (contiguous arrays; origin names each one's foreign entry), then refuse the
+    file if ``unused()`` names foreign entries that ``target`` has no place for."""
     state, origin = {}, {}
-    for layer, kind, position, shape in plan:
-        foreign, values = fetch(kind, position, layer, shape)
-        for key, value in values.items():
-            state[f"{layer}.{key}"] = np.ascontiguousarray(value)
-            origin[f"{layer}.{key}"] = foreign
+    for name, foreign, value in entries:
+        state[name] = np.ascontiguousarray(value)
+        origin[name] = foreign
     leftover = unused()
     if leftover:
         raise WeightsFormatError(f"{source} weights hold {len(leftover)} entries that do not "
-                                 f"belong to this ResNet: {', '.join(sorted(leftover)[:8])}")
+                                 f"belong to {target}: {', '.join(sorted(leftover)[:8])}")
+    return state, origin
+
+
+def _convert(plan, fetch, shapes_for, source, unused):
+    """Run ``fetch(kind, position, our layer, shape) -> (foreign name, {key: array})``
+    over the plan and check the result against the expected shapes."""
+    def entries():
+        for layer, kind, position, shape in plan:
+            foreign, values = fetch(kind, position, layer, shape)
+            for key, value in values.items():
+                yield f"{layer}.{key}", foreign, value
+    state, origin = _gather(entries(), source, unused, "this ResNet")
     expected = shapes_for(state["fc.weight"].shape[0])
     if list(state) != list(expected):
         raise WeightsFormatError(f"internal error: converted keys differ from the {source} "

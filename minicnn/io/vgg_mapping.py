@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from .errors import WeightsFormatError
-from .mapping import _take
+from .mapping import _gather, _take
 from .vgg_names import POOL5_SIZE, foreign_name, vgg_depth, vgg_layers, vgg_state_shapes
 
 
@@ -25,15 +25,9 @@ def _vgg_convert(depth, fetch, source, unused):
     refused here, naming the foreign layer, and one whose widths are not the
     published ones is refused when loaded into the network.
     """
-    state, origin = {}, {}
-    for layer, kind, position in vgg_layers(depth):
-        for key, (foreign, value) in fetch(layer, kind, position).items():
-            state[f"{layer}.{key}"] = np.ascontiguousarray(value)
-            origin[f"{layer}.{key}"] = foreign
-    leftover = unused()
-    if leftover:
-        raise WeightsFormatError(f"{source} weights hold {len(leftover)} entries that do not "
-                                 f"belong to VGG-{depth}: {', '.join(sorted(leftover)[:8])}")
+    entries = ((f"{layer}.{key}", foreign, value) for layer, kind, position in vgg_layers(depth)
+               for key, (foreign, value) in fetch(layer, kind, position).items())
+    state, origin = _gather(entries, source, unused, f"VGG-{depth}")
     def rows(key):  # a 0-d array has none, and fails the check below by name
         return state[key].shape[0] if state[key].ndim else 0
     channels = tuple(rows(f"conv{block}_1.weight") for block in range(1, 6))
