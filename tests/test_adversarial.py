@@ -169,6 +169,11 @@ def test_deepfool_steps_past_a_boundary_within_rounding(dev):
     adversarial, info = deepfool(net, dev.array(on_boundary), overshoot=0.02)
     assert info["success"].all() and (info["steps"] <= 2).all()
     assert (info["l2"] <= 1.02e-4 + 1e-12).all()
+    # the images really crossed: the affine scores, computed here, name another class
+    moved = dev.numpy(adversarial).reshape(5, -1)
+    np.testing.assert_array_equal((moved @ w + b > 0).astype(int), 1 - info["original"])
+    np.testing.assert_allclose(info["l2"], np.linalg.norm(moved - on_boundary.reshape(5, -1),
+                                                          axis=1), rtol=1e-9)
 
 
 def test_fooling_image_from_noise_and_from_a_digit(digits, dev):
