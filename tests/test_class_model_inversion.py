@@ -174,9 +174,13 @@ def test_resnet56_lbfgs_beats_gradient_descent_and_adam(resnet56):
     # gradient descent and Adam each get the best of compare_optimizers' grid of rates
     # (1, 10, 100 and 0.01, 0.03, 0.1, 0.3); L-BFGS needs none. Adam keeps up for about 70
     # evaluations; at 150 L-BFGS is 25 % lower, a margin that float32 rounding cannot erase
+    # (measured on NumPy: 0.0186 against Adam's 0.0249 and gradient descent's 0.0912), so
+    # the check asks for at least 15 % lower, not merely lower
     results = compare_optimizers(resnet56, image, "res2", evaluations=150, progress=False)
     lbfgs = results["lbfgs"][1]
     assert lbfgs.evaluations[-1] <= 150
     for name in ("gradient", "adam"):
         assert lbfgs.loss[-1] < results[name][1].loss[-1], (name, lbfgs.loss[-1],
                                                             results[name][1].loss[-1])
+        assert lbfgs.loss[-1] < 0.85 * results[name][1].loss[-1], (name, lbfgs.loss[-1],
+                                                                   results[name][1].loss[-1])
