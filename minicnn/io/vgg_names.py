@@ -24,6 +24,7 @@ builder, so that the test comparing the two checks both.
 import re
 
 from .errors import WeightsFormatError
+from .resnet_names import _names
 
 VGG_CONVS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}  # convolutions per block
 VGG_CHANNELS = (64, 128, 256, 512, 512)
@@ -84,12 +85,6 @@ _CONV_PATTERNS = {  # what names a conv layer, with its (block, index) where the
     "keras": r"^block([1-5])_conv(\d+)$",
     "caffe": r"^conv([1-5])_(\d+)$",
 }
-
-
-def _names(source):
-    if isinstance(source, dict):
-        return [str(k) for k in source]
-    return [getattr(item, "name", item) for item in source]
 
 
 def looks_like_vgg(source):
