@@ -594,7 +594,7 @@ def _run_worker(listing, folder, results):
                                cwd=folder, env=env, text=True)
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ)
-    started, progress, buffer = None, 0, ""
+    started, progress = None, 0
     deadline = time.monotonic() + CASE_TIMEOUT * 4  # imports and the first case
     try:
         while True:
