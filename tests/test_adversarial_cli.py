@@ -24,6 +24,10 @@ def test_attack_and_fool_write_figures_and_say_what_happened(tmp_path, capsys):
                  "--method", "pgd", "--eps", "8/255", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "digit_3.png: 3 -> " in printed and f"wrote {out}" in printed
+    # PGD at 8/255 moves both digits to another class
+    for line in printed.splitlines()[:2]:
+        before, after = line.split(": ")[1].split(" (")[0].split(" -> ")
+        assert before != after, line
     assert png_size(out)[0] > 100
     out = tmp_path / "fool.png"
     assert main(["fool", "--target", "7", "--from", str(DIGITS / "digit_3.png"),
@@ -65,3 +69,29 @@ def test_gallery_section_makes_every_attack_figure(tmp_path):
     from minicnn.techniques.adversarial import predict_classes, images_from_pixels
     clean = (predict_classes(net, images_from_pixels(images)) == context.data.labels[:50]).mean()
     assert f"0/255 {clean:.0%}" in captions["adversarial_robustness.png"]
+
+
+def test_robustness_and_transfer_print_what_the_library_measures(tmp_path, capsys):
+    from minicnn.techniques.adversarial import (robust_accuracy, transfer_matrix,
+                                                MultiCropModel, images_from_pixels)
+    net = minicnn.load()
+    data = as_dataset(None, net)
+    images = images_from_pixels(np.stack([data.pixels(i) for i in range(20)]))
+    labels = data.labels[:20]
+    out = tmp_path / "robustness.png"
+    assert main(["robustness", "--attack", "fgsm", "--eps", "0", "8/255", "--limit", "20",
+                 "--out", str(out)]) == 0
+    curve = robust_accuracy(net, images, labels, "fgsm", (0, 8 / 255))
+    expected = "  ".join(f"{e * 255:.0f}/255 {a:.1%}" for e, a in curve.items())
+    assert f"fgsm: {expected}" in capsys.readouterr().out and out.is_file()
+    out = tmp_path / "transfer.png"
+    assert main(["transfer", "--attack", "fgsm", "--eps", "8/255", "--limit", "20",
+                 "--out", str(out)]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if ": " in line][:2]
+    defended = MultiCropModel(net, crops=5, flips=False, padding=2)
+    matrix, _ = transfer_matrix([net, defended], [net, defended], images, labels, "fgsm",
+                                eps=8 / 255)
+    for line, row in zip(printed, matrix, strict=True):
+        np.testing.assert_allclose([float(v) for v in line.split(": ")[1].split()], row,
+                                   atol=0.005)
+    assert out.is_file()
