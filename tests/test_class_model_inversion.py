@@ -41,6 +41,17 @@ def test_class_model_objective_matches_autograd(model_pair):
     check_against_torch(objective, reference, x)
 
 
+def test_unit_objective_matches_autograd(model_pair):
+    # feature visualization: "LAYER:CHANNEL" is the channel at its strongest position
+    net, model, x = model_pair
+    objective = class_model_objective(net, "res3:5", l2=0.02)
+
+    def reference(xt):
+        channel = torch_features(model, xt)["res3"][:, 5].flatten(1)
+        return -channel.max(dim=1).values.sum() + 0.02 * (xt ** 2).sum()
+    check_against_torch(objective, reference, x)
+
+
 def test_inversion_objective_matches_autograd(model_pair):
     net, model, x = model_pair
     image = np.random.default_rng(2).standard_normal(x.shape)
