@@ -1,8 +1,8 @@
 """Class models and feature inversion: their objectives' gradients against torch
 autograd (CIFAR ResNet-20 and ResNet-50, random weights, float64) and centered
 differences; reproducibility; bad input; and the real CIFAR ResNet-56 reaching
-the stated thresholds (softmax >= 0.99, code error < 0.15 within 200 L-BFGS
-iterations, L-BFGS below gradient descent and Adam at equal evaluations). The
+the stated thresholds (softmax >= 0.99, code error < 0.15 within 120 L-BFGS
+iterations, L-BFGS at least 15 % below gradient descent and Adam at 150 evaluations). The
 network tests run on NumPy and, under the gpu marker, on CuPy."""
 from pathlib import Path
 
