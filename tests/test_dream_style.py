@@ -276,12 +276,14 @@ def test_gallery_section_writes_every_figure_with_measured_captions(tmp_path):
     context = GalleryContext(net, as_dataset(None, net).subset([0, 1]), tmp_path)
     optimize.gallery(context)
     names = [entry[1] for entry in context.entries]
-    assert names == ["class_models.png", "inversion.png", "inversion_optimizers.png",
-                     "dream.png", "style.png"]
+    assert names == ["class_models.png", "feature_visualization.png", "inversion.png",
+                     "inversion_optimizers.png", "dream.png", "style.png"]
     assert all((tmp_path / name).read_bytes()[:4] == b"\x89PNG" for name in names)
     lowest = float(re.search(r"softmax is at least ([0-9.]+)", context.entries[0][3]).group(1))
     assert lowest >= 0.99  # each digit's class model convinces the digits model
-    finals = dict(re.findall(r"(lbfgs|gradient|adam) ([0-9.e-]+\d)", context.entries[2][3]))
+    driven = re.search(r"drives its channel to ([0-9.]+)-", context.entries[1][3]).group(1)
+    assert float(driven) > 1  # each unit's image beats the data's strongest activation
+    finals = dict(re.findall(r"(lbfgs|gradient|adam) ([0-9.e-]+\d)", context.entries[3][3]))
     assert float(finals["lbfgs"]) < min(float(finals["gradient"]), float(finals["adam"]))
 
 

@@ -220,6 +220,29 @@ def register(sub):
     p.set_defaults(func=_style)
 
 
+def _feature_visualization(context, layer, spec, channels=6, steps=100):
+    """The gallery's feature visualization: one image per channel of ``layer``, with
+    how strongly it drives the channel against the data's strongest activation."""
+    import time
+    from ..backend import get_array_module, to_cpu
+    from ..plots.optimize import image_grid
+    net, data = context.net, context.data
+    start = time.perf_counter()
+    targets = [f"{layer}:{c}" for c in range(channels)]
+    images, _ = class_models(net, targets, steps, context.seed, progress=False)
+    batch = get_array_module(images[0]).stack(images)
+    made = to_cpu(net.forward(batch, stop_at=layer, cache=False))
+    real = to_cpu(net.forward(data.images(range(min(64, len(data)))), stop_at=layer, cache=False))
+    ratios = [float(made[c, c].max() / real[:, c].max()) for c in range(channels)]
+    context.add(image_grid(images, targets, spec, title=f"Feature visualization, {layer}"),
+                "feature_visualization.png", "Feature visualization",
+                f"Gradient ascent on the strongest activation of channels 0-{channels - 1} of "
+                f"{layer}, {steps} steps from noise with jitter and blur "
+                f"({time.perf_counter() - start:.1f} s); each image drives its channel to "
+                f"{min(ratios):.1f}-{max(ratios):.1f} times the channel's strongest activation "
+                f"over {len(real)} of the data's images.")
+
+
 def gallery(context):
     import time
     import numpy as np
@@ -239,8 +262,9 @@ def gallery(context):
                 f"Gradient ascent on S_c(I) - 0.001 ||I||^2 from the mean image, 200 steps with "
                 f"jitter and blur ({time.perf_counter() - start:.1f} s); every class's softmax is "
                 f"at least {probabilities.min():.4f} (the lowest is class {labels[lowest]!r}).")
-    image = data.images([0])
     layers = stages(net)
+    _feature_visualization(context, layers[len(layers) // 2], spec)
+    image = data.images([0])
     recon, errors = inversions(net, image, layers, 60, progress=False)
     context.add(inversion_figure(image[0], recon, errors, spec), "inversion.png",
                 "Feature inversion per stage", "L-BFGS-B, 60 iterations from the mean image; "
