@@ -266,6 +266,27 @@ def test_commands_write_their_figures(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "bad.png").exists()
 
 
+def test_invert_compares_the_optimizers(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINICNN_HOME", str(tmp_path))  # no downloaded VGG-19 here
+    import re
+    import minicnn
+    from minicnn.cli import main
+    from minicnn.datasets import as_dataset
+    from minicnn.techniques import compare_optimizers
+    out = tmp_path / "cmp.png"
+    assert main(["invert", "--compare-optimizers", "--steps", "12", "--layer", "res2",
+                 "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    lines = capsys.readouterr().out
+    printed = {name: float(v) for name, v in
+               re.findall(r"(lbfgs|gradient|adam) +final loss ([0-9.e-]+)", lines)}
+    net = minicnn.load()
+    results = compare_optimizers(net, as_dataset(None, net).images([0]), "res2", evaluations=12,
+                                 progress=False)
+    assert printed == pytest.approx({k: r[1].loss[-1] for k, r in results.items()}, rel=1e-4)
+    assert printed["lbfgs"] < min(printed["gradient"], printed["adam"])
+
+
 def test_gallery_section_writes_every_figure_with_measured_captions(tmp_path):
     import re
     import minicnn

@@ -108,11 +108,34 @@ def inversions(net, image, layers, steps, progress=True):
     return images, errors
 
 
+GALLERY_RATES = {"gradient": [10.0, 100.0], "adam": [0.1, 0.3]}
+
+
+def optimizer_comparison(net, image, layer, evaluations, seed, progress=True,
+                         learning_rates=None):
+    """The loss-per-evaluation figure of :func:`compare_optimizers` on one inversion;
+    returns (figure, {optimizer: final loss})."""
+    from ..plots.optimize import loss_curves
+    from ..techniques import compare_optimizers
+    results = compare_optimizers(net, image, layer, evaluations=evaluations, rng=seed,
+                                 progress=progress, learning_rates=learning_rates)
+    fig = loss_curves({name: r[1] for name, r in results.items()},
+                      title=f"Inverting {layer}: loss per evaluation")
+    return fig, {name: r[1].loss[-1] for name, r in results.items()}
+
+
 def _invert(args):
     from ..plots.optimize import inversion_figure
     from .common import write_figure
     net = load_model_or_vgg19(args)
     image = _first_image(args, net)
+    if args.compare_optimizers:
+        layer = args.layer or stages(net)[0]
+        fig, finals = optimizer_comparison(net, image, layer, args.steps, args.seed)
+        for name, loss in finals.items():
+            print(f"  {name:<10} final loss {loss:.5g} after {args.steps} evaluations")
+        write_figure(fig, args.out)
+        return 0
     layers = [args.layer] if args.layer else stages(net)
     images, errors = inversions(net, image, layers, args.steps)
     for layer, error in errors.items():
@@ -192,6 +215,10 @@ def register(sub):
                        "--weights, VGG-19 when its weights were downloaded.")
     p.add_argument("image", nargs="?", help="image file (default: the model's first image)")
     common(p, 200, "invert.png", data=True)
+    p.add_argument("--compare-optimizers", action="store_true",
+                   help="instead: L-BFGS, gradient descent and Adam (each with the best of its "
+                   "learning rates) on the same inversion, --steps evaluations each, as loss "
+                   "curves (at --layer, default the first stage)")
     p.set_defaults(func=_invert)
 
     p = sub.add_parser("dream", help="DeepDream: boost what a layer sees",
@@ -246,8 +273,8 @@ def _feature_visualization(context, layer, spec, channels=6, steps=100):
 def gallery(context):
     import time
     import numpy as np
-    from ..plots.optimize import class_model_figure, image_grid, inversion_figure, loss_curves
-    from ..techniques import compare_optimizers, dream, style_objective, style_transfer
+    from ..plots.optimize import class_model_figure, image_grid, inversion_figure
+    from ..techniques import dream, style_objective, style_transfer
     net, data, seed = context.net, context.data, context.seed
     spec = net.metadata["preprocessing"]
     labels = net.metadata.get("labels") or [str(k) for k in range(net.metadata["num_classes"])]
@@ -270,12 +297,9 @@ def gallery(context):
                 "Feature inversion per stage", "L-BFGS-B, 60 iterations from the mean image; "
                 "relative code errors " + ", ".join(f"{k} {v:.3f}" for k, v in errors.items())
                 + ".")
-    results = compare_optimizers(net, image, layers[-1], evaluations=40, rng=seed, progress=False,
-                                 learning_rates={"gradient": [10.0, 100.0], "adam": [0.1, 0.3]})
-    finals = {name: r[1].loss[-1] for name, r in results.items()}
-    context.add(loss_curves({name: r[1] for name, r in results.items()},
-                            title=f"Inverting {layers[-1]}: loss per evaluation"),
-                "inversion_optimizers.png", "L-BFGS against gradient descent and Adam",
+    fig, finals = optimizer_comparison(net, image, layers[-1], 40, seed, progress=False,
+                                       learning_rates=GALLERY_RATES)
+    context.add(fig, "inversion_optimizers.png", "L-BFGS against gradient descent and Adam",
                 "Same start, 40 evaluations each, the better of two learning rates for "
                 "gradient descent (10, 100) and Adam (0.1, 0.3); final losses " + ", ".join(
                     f"{k} {v:.4g}" for k, v in finals.items()) + ".")
