@@ -25,6 +25,7 @@ import numpy as np
 
 from ...backend import get_array_module
 from ...layers import softmax, log_softmax
+from ..optimize import network_dtype
 from ..targets import check_batch, _num_classes
 
 
@@ -75,10 +76,6 @@ def check_labels(net, labels, n, what="labels"):
     if bad.size:
         raise ValueError(f"{what}: class {int(bad[0])} is out of range; valid: 0 to {classes - 1}")
     return labels.astype(np.int64)
-
-
-def network_dtype(net):
-    return next(iter(p for layer in net.layers() for p in layer.params.values())).dtype
 
 
 @contextmanager
