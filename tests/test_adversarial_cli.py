@@ -60,7 +60,7 @@ def test_gallery_section_makes_every_attack_figure(tmp_path):
     names = [entry[1] for entry in context.entries]
     assert names == [f"adversarial_{m}.png" for m in ("fgsm", "pgd", "deepfool", "cw")] + [
         "adversarial_fooling.png", "adversarial_linear.png", "adversarial_robustness.png",
-        "adversarial_transfer.png"]
+        "adversarial_training.png", "adversarial_transfer.png"]
     assert all((tmp_path / name).is_file() for name in names)
     captions = {entry[1]: entry[3] for entry in context.entries}
     assert "10 of 10 classes reach p >= 0.996" in captions["adversarial_fooling.png"]
@@ -69,6 +69,10 @@ def test_gallery_section_makes_every_attack_figure(tmp_path):
     from minicnn.techniques.adversarial import predict_classes, images_from_pixels
     clean = (predict_classes(net, images_from_pixels(images)) == context.data.labels[:50]).mean()
     assert f"0/255 {clean:.0%}" in captions["adversarial_robustness.png"]
+    # the training caption carries the shipped model's measured clean accuracy on 100 digits
+    hundred = images_from_pixels(np.stack([context.data.pixels(i) for i in range(100)]))
+    clean = (predict_classes(net, hundred) == context.data.labels[:100]).mean()
+    assert f"before: 0/255 {clean:.1%}" in captions["adversarial_training.png"]
 
 
 def test_robustness_and_transfer_print_what_the_library_measures(tmp_path, capsys):
@@ -95,3 +99,21 @@ def test_robustness_and_transfer_print_what_the_library_measures(tmp_path, capsy
         np.testing.assert_allclose([float(v) for v in line.split(": ")[1].split()], row,
                                    atol=0.005)
     assert out.is_file()
+
+
+def test_adversarial_train_prints_the_saved_models_pgd_accuracy(tmp_path, capsys):
+    from minicnn.datasets import model_data
+    from minicnn.techniques.adversarial import robust_accuracy, images_from_pixels, EPS_LIST
+    out, saved = tmp_path / "training.png", tmp_path / "trained.h5"
+    assert main(["adversarial", "train", "--limit", "64", "--eval-limit", "20",
+                 "--save", str(saved), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    after = printed.split(" after PGD: ")[1].splitlines()[0]
+    data = model_data(minicnn.load())  # the held-out split
+    images = images_from_pixels(np.stack([data.pixels(i) for i in range(20)]))
+    curve = robust_accuracy(minicnn.load(saved), images, data.labels[:20], "pgd", EPS_LIST,
+                            steps=10, rng=0)
+    assert after == "  ".join(f"{e * 255:.0f}/255 {a:.1%}" for e, a in curve.items())
+    before = printed.split("before PGD: ")[1].splitlines()[0]
+    assert before != after  # the saved model is the trained one, not the shipped one
+    assert out.is_file() and png_size(out)[0] > 100
