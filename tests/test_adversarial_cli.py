@@ -117,3 +117,18 @@ def test_adversarial_train_prints_the_saved_models_pgd_accuracy(tmp_path, capsys
     before = printed.split("before PGD: ")[1].splitlines()[0]
     assert before != after  # the saved model is the trained one, not the shipped one
     assert out.is_file() and png_size(out)[0] > 100
+
+
+def test_training_data_without_the_models_own_data_halves_the_given_images():
+    import minicnn
+    from minicnn.cli.adversarial import training_data
+    from minicnn.datasets import from_array
+    net = minicnn.build("cifar_resnet20", rng=0)  # no data goes with a fresh network
+    x = np.zeros((10, 3, 4, 4), np.float32)
+    data = from_array(x, minicnn.load().metadata["preprocessing"], np.arange(10))  # label = id
+    train, test = training_data(net, data, seed=1)
+    seen = sorted([*train.labels, *test.labels])
+    assert len(train) == len(test) == 5 and seen == list(range(10))  # disjoint, all used
+    assert list(train.labels) != sorted(train.labels)  # shuffled, not the first half
+    with pytest.raises(ValueError, match="give a folder of images"):
+        training_data(net, None)

@@ -133,17 +133,32 @@ def _linear(args):
     return 0
 
 
-def train_and_measure(net, eps, alpha=0.5, epochs=1, limit=None, eval_limit=None,
-                      eval_eps=None, steps=10, seed=0, progress=False):
-    """Fine-tune a copy of ``net`` on its own training split with Goodfellow's objective;
-    PGD accuracy on its held-out data before and after. Returns (the trained copy,
-    {"before": {eps: accuracy}, "after": {eps: accuracy}}); eps 0 is clean accuracy."""
-    import copy
+def training_data(net, data, seed=0):
+    """(training set, held-out set) for adversarial training: the model's own splits
+    when it has data offline (the shipped digits model), else ``data`` (a Dataset)
+    shuffled with ``seed`` and cut in two halves."""
+    import numpy as np
     from ..datasets import model_data
+    try:
+        return model_data(net, "train"), model_data(net)
+    except ValueError:
+        if data is None:
+            raise
+    order = np.random.default_rng(seed).permutation(len(data))
+    return data.subset(order[::2]), data.subset(order[1::2])
+
+
+def train_and_measure(net, train, test, eps, alpha=0.5, epochs=1, limit=None, eval_limit=None,
+                      eval_eps=None, steps=10, seed=0, progress=False):
+    """Fine-tune a copy of ``net`` on the Dataset ``train`` (its first ``limit`` images)
+    with Goodfellow's objective; PGD accuracy on ``test`` before and after. Returns (the
+    trained copy, {"before": {eps: accuracy}, "after": {eps: accuracy}}); eps 0 is clean
+    accuracy."""
+    import copy
     from ..optim import SGD
     from ..techniques.adversarial import adversarial_training, robust_accuracy, EPS_LIST
-    images, labels = _dataset_images(model_data(net, "train"), limit)
-    test, test_labels = _dataset_images(model_data(net), eval_limit)
+    images, labels = _dataset_images(train, limit)
+    test, test_labels = _dataset_images(test, eval_limit)
 
     def measure(model):
         return robust_accuracy(model, test, test_labels, "pgd", eval_eps or EPS_LIST,
@@ -163,10 +178,14 @@ def _pgd_line(curve):
 
 def _train(args):
     from .common import load_model, write_figure
+    from ..datasets import as_dataset
     from ..io.model_file import save
     from ..plots.adversarial import robustness_figure
     eps = _fraction(args.eps)
-    trained, curves = train_and_measure(load_model(args), eps, args.alpha, args.epochs,
+    net = load_model(args)
+    data = None if args.data is None else as_dataset(args.data, net)
+    train, test = training_data(net, data, args.seed)
+    trained, curves = train_and_measure(net, train, test, eps, args.alpha, args.epochs,
                                         args.limit, args.eval_limit, seed=args.seed,
                                         progress=True)
     for name, curve in curves.items():
@@ -272,6 +291,8 @@ def register(sub):
     q.add_argument("--epochs", type=int, default=1)
     q.add_argument("--limit", type=int, default=None, help="training images (default all)")
     q.add_argument("--eval-limit", type=int, default=None, help="held-out images (default all)")
+    q.add_argument("--data", metavar="FOLDER", help="images for a model without its own data "
+                   "(class subfolders name the labels): shuffled, half to train, half held out")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--save", metavar="FILE", help="also save the trained model")
     q.add_argument("--out", default="adversarial_training.png", metavar="PNG")
@@ -353,12 +374,16 @@ def gallery(context):
                 "; ".join(f"{k}: " + ", ".join(f"{e * 255:.0f}/255 {a:.0%}" for e, a in v.items())
                           for k, v in curves.items()) + ".")
     start = time.perf_counter()
-    _, trained = train_and_measure(net, 8 / 255, limit=300, eval_limit=100,
-                                   eval_eps=(0, 4 / 255, 8 / 255), steps=5, seed=context.seed)
+    # 2 epochs on 600 images: 1 epoch on 300 cost the digits model 32 points of clean
+    # accuracy; this keeps 89 % and lifts PGD at 8/255 from 0 to 44 % (5.5 s, one core)
+    train, test = training_data(net, context.data, context.seed)
+    _, trained = train_and_measure(net, train, test, 8 / 255, epochs=2, limit=600,
+                                   eval_limit=100, eval_eps=(0, 4 / 255, 8 / 255), steps=5,
+                                   seed=context.seed)
     context.add(robustness_figure({f"{k} PGD": v for k, v in trained.items()},
-                                  "Adversarial training, 1 epoch on 300 digits"),
+                                  "Adversarial training, 2 epochs on 600 images"),
                 "adversarial_training.png", "Adversarial training (Goodfellow, eps 8/255)",
-                "PGD (5 steps) accuracy on 100 held-out digits, " + "; ".join(
+                "PGD (5 steps) accuracy on 100 held-out images, " + "; ".join(
                     f"{k}: {_pgd_line(v)}" for k, v in trained.items())
                 + f" ({time.perf_counter() - start:.1f} s).")
     defended = MultiCropModel(net, crops=5, flips=False, padding=2)
