@@ -25,6 +25,7 @@ from .backend import get_array_module
 from .layers import Layer, Add, ReLU
 from .layers.activation import check_relu_mode
 from .layers.base import ShapeError
+from .layers.threads import whole_pass
 
 
 def _plus(a, b):
@@ -306,8 +307,10 @@ class Network(Sequential):
         targets = {name: self._require(name) for name in capture}
         run = _Pass(stop_at=None if stop_at is None else self._require(stop_at),
                     capture=targets.values(), cache=cache)
+        run.images = len(x) if getattr(x, "ndim", 0) else 0
         try:
-            out = self.run_forward(run, x)
+            with whole_pass(run.images, get_array_module(x)):
+                out = self.run_forward(run, x)
         except _Stop as stop:
             out = stop.output
         missing = [name for name, target in targets.items() if target not in run.activations]
@@ -372,7 +375,8 @@ class Network(Sequential):
                 layer.param_grads = layer.param_grads and param_grads
                 if not layer.param_grads:  # stale gradients must not reach an optimizer step
                     layer.grads = {}
-            dx, _ = self.run_backward(run, None)
+            with whole_pass(last.images, get_array_module(*inject.values())):
+                dx, _ = self.run_backward(run, None)
         finally:
             for layer, flag in zip(layers, saved):
                 layer.param_grads = flag

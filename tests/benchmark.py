@@ -7,7 +7,8 @@ Run from the repository root::
     python tests/benchmark.py --threads 1      # single-threaded, both engines
 
 Both engines run in this one process with the same thread count: PyTorch via
-``torch.set_num_threads`` and NumPy's BLAS via ``threadpoolctl``. Each timing
+``torch.set_num_threads``, NumPy's BLAS via ``threadpoolctl`` and minicnn's own
+threads via ``minicnn.set_num_threads``. Each timing
 is the median of several repeats after a warm-up, and every case first checks
 that minicnn and PyTorch compute the same thing, so a fast wrong answer cannot
 pass as a speed-up.
@@ -39,6 +40,7 @@ except ImportError:  # threadpoolctl comes with scikit-learn, a minicnn dependen
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minicnn.layers import Conv2d  # noqa: E402
+from minicnn.layers.threads import set_num_threads  # noqa: E402
 
 TOLERANCE = 1e-3
 """Largest max-relative difference (float32) accepted between minicnn and PyTorch."""
@@ -805,6 +807,7 @@ def main(argv=None):
                              "meaningful with --threads 1)")
     args = parser.parse_args(argv)
     if args.probe:
+        set_num_threads(1)
         with threadpool_limits(limits=1):
             memory_probe(args.probe)
         return 0
@@ -815,6 +818,7 @@ def main(argv=None):
                  "pip install threadpoolctl")
     torch = import_torch()
     torch.set_num_threads(args.threads)
+    set_num_threads(args.threads)
     describe_machine(torch, args.threads)
     if args.cpu_time:
         global CLOCK

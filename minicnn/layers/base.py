@@ -28,6 +28,7 @@ import threading
 import numpy as np
 
 from ..backend import get_array_module, to_device, device_of
+from .threads import get_num_threads
 
 
 class ShapeError(ValueError):
@@ -180,9 +181,25 @@ def scratch(xp, slot, shape, dtype):
 
 
 def image_groups(n, per_image_bytes, group_bytes):
-    """Slices of a batch of n whose temporaries take about ``group_bytes`` (at least one image)."""
+    """Slices of a batch of n whose temporaries take at most about ``group_bytes``
+    (at least one image), as even in size as can be, and as many as there are
+    threads (:func:`~.threads.get_num_threads`) or a multiple of that, where the
+    batch allows, so that :func:`~.threads.run_in_parallel` keeps every thread busy."""
     size = min(n, max(1, group_bytes // per_image_bytes))
-    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+    count = -(-n // size)
+    threads = get_num_threads()
+    count = min(n, -(-count // threads) * threads)
+    bounds = [n * k // count for k in range(count + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
+
+
+def sum_in_order(parts):
+    """The sum of a list of arrays, added up first to last: the same rounding every
+    time for the same parts (``sum`` would start from the int 0)."""
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 def as_generator(rng):

@@ -87,7 +87,8 @@ into the output.
 """
 import numpy as np
 
-from .base import Layer, xp_of, kaiming_uniform, image_groups, scratch
+from .base import Layer, xp_of, kaiming_uniform, image_groups, scratch, sum_in_order
+from .threads import run_in_parallel
 from .winograd import transform_kernel, use_winograd, winograd_correlate, winograd_weight_grad
 from ..backend import DEFAULT_DTYPE
 
@@ -277,12 +278,15 @@ def correlate(x, weight, stride, padding, group_bytes):
         return winograd_correlate(x, transform_kernel(weight), padding, out, group_bytes)
     grid = WideGrid((kh, kw), stride, (ho, wo))
     w_mat = weight.reshape(o, -1)
-    for group in grid.groups(n, (c, o), x.dtype.itemsize, group_bytes):
+
+    def one_group(group):
         m = group.stop - group.start
         cols = grid.image_columns(x[group], padding)
         wide = scratch(xp, "product", (o, m * grid.length), x.dtype)
         xp.matmul(w_mat, cols, out=wide)
         out[group] = grid.narrow(wide.reshape(o, m, ho, grid.wq))
+
+    run_in_parallel(one_group, grid.groups(n, (c, o), x.dtype.itemsize, group_bytes), xp)
     return out
 
 
@@ -318,6 +322,12 @@ class Conv2d(Layer):
     def is_pointwise(self):
         return self.kernel_size == (1, 1) and self.padding == (0, 0)
 
+    def _pointwise_groups(self, n, pixels):
+        """:func:`image_groups` for a 1x1 layer: per image, its input and output."""
+        itemsize = self.params["weight"].dtype.itemsize
+        return image_groups(n, (self.in_channels + self.out_channels) * pixels * itemsize,
+                            self.group_bytes)
+
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={'bias' in self.params}")
@@ -335,10 +345,17 @@ class Conv2d(Layer):
         if self.is_pointwise:
             # Every field is one pixel: one product (O, C) @ (C, Ho Wo) per image, which
             # matmul runs over the stacked images straight into ``out``, no copies.
-            out = xp.empty((n, self.out_channels, ho, wo), dtype=x.dtype)
+            o = self.out_channels
+            out = xp.empty((n, o, ho, wo), dtype=x.dtype)
             pixels = x if (sh, sw) == (1, 1) else x[:, :, ::sh, ::sw]
-            xp.matmul(weight.reshape(self.out_channels, c), pixels.reshape(n, c, ho * wo),
-                      out=out.reshape(n, self.out_channels, ho * wo))
+            w_mat = weight.reshape(o, c)
+
+            def one_group(group):
+                m = group.stop - group.start
+                xp.matmul(w_mat, pixels[group].reshape(m, c, ho * wo),
+                          out=out[group].reshape(m, o, ho * wo))
+
+            run_in_parallel(one_group, self._pointwise_groups(n, ho * wo), xp)
         else:
             out = correlate(x, weight, self.stride, self.padding, self.group_bytes)
         if "bias" in self.params:
@@ -365,22 +382,32 @@ class Conv2d(Layer):
         if self.is_pointwise:
             sh, sw = self.stride
             pixels = x if (sh, sw) == (1, 1) else x[:, :, ::sh, ::sw]
-            # sum over images of dy[n] (O, P) @ x[n]^T (P, C)
-            part = xp.matmul(dout.reshape(n, o, -1), pixels.reshape(n, c, -1).transpose(0, 2, 1))
-            return part.sum(axis=0).reshape(self.params["weight"].shape)
-        (kh, kw), (ho, wo) = self.kernel_size, dout.shape[2:]
+            p = pixels.shape[2] * pixels.shape[3]
+
+            def one_group(group):  # sum over images of dy[n] (O, P) @ x[n]^T (P, C)
+                m = group.stop - group.start
+                part = xp.matmul(dout[group].reshape(m, o, p),
+                                 pixels[group].reshape(m, c, p).transpose(0, 2, 1))
+                return part.sum(axis=0)
+
+            parts = run_in_parallel(one_group, self._pointwise_groups(n, p), xp)
+            return sum_in_order(parts).reshape(self.params["weight"].shape)
+        ho, wo = dout.shape[2:]
         if use_winograd(self.kernel_size, self.stride, (c, o), (ho, wo), n, weight_grad=True):
             return winograd_weight_grad(x, dout, self.padding, self.group_bytes)
         grid = WideGrid(self.kernel_size, self.stride, (ho, wo))
-        dweight = xp.zeros((o, c * kh * kw), dtype=dout.dtype)
-        for group in grid.groups(n, (c, o), x.dtype.itemsize, self.group_bytes):
+
+        def one_group(group):
             m = group.stop - group.start
             cols = grid.image_columns(x[group], self.padding)
             wide = grid.widen(dout[group], scratch(xp, "product", (o, m, ho, grid.wq),
                                                    dout.dtype))
             # X~_B^T is a transposed view: BLAS reads it in place, no copy
-            dweight += wide @ cols.T
-        return dweight.reshape(self.params["weight"].shape)
+            return wide @ cols.T
+
+        groups = grid.groups(n, (c, o), x.dtype.itemsize, self.group_bytes)
+        return sum_in_order(run_in_parallel(one_group, groups, xp)).reshape(
+            self.params["weight"].shape)
 
     def _input_grad(self, dout, x_shape):
         """dx: the flipped-kernel convolution of dy at stride 1 (by Winograd where
@@ -392,8 +419,15 @@ class Conv2d(Layer):
         ho, wo = dout.shape[2:]
         weight = self.params["weight"]
         if self.is_pointwise:
-            dx_sub = xp.matmul(weight.reshape(o, c).T, dout.reshape(n, o, ho * wo))
-            dx_sub = dx_sub.reshape(n, c, ho, wo)
+            dx_sub = xp.empty((n, c, ho, wo), dtype=dout.dtype)
+            w_t = weight.reshape(o, c).T
+
+            def one_group(group):
+                m = group.stop - group.start
+                xp.matmul(w_t, dout[group].reshape(m, o, ho * wo),
+                          out=dx_sub[group].reshape(m, c, ho * wo))
+
+            run_in_parallel(one_group, self._pointwise_groups(n, ho * wo), xp)
             if (sh, sw) == (1, 1):
                 return dx_sub
             dx = xp.zeros(x_shape, dtype=dout.dtype)  # pixels the stride skips get 0
@@ -413,7 +447,8 @@ class Conv2d(Layer):
         grid = WideGrid(self.kernel_size, self.stride, (ho, wo))
         dx = xp.empty(x_shape, dtype=dout.dtype)
         w_t = weight.reshape(o, -1).T
-        for group in grid.groups(n, (c, o), dout.dtype.itemsize, self.group_bytes):
+
+        def one_group(group):
             m = group.stop - group.start
             wide = grid.widen(dout[group], scratch(xp, "product", (o, m, ho, grid.wq),
                                                    dout.dtype))
@@ -423,4 +458,7 @@ class Conv2d(Layer):
             dx_flat[...] = 0
             grid.scatter(dcols.reshape(c, kh * kw, m, grid.length), dx_flat)
             grid.unflat(dx_flat, self.padding, dx[group])
+
+        run_in_parallel(one_group, grid.groups(n, (c, o), dout.dtype.itemsize,
+                                               self.group_bytes), xp)
         return dx

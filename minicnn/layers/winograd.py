@@ -48,7 +48,8 @@ the 16 products of that tile, written to ``y[:, :, 2t + a, 2s + b]``.
 """
 import numpy as np
 
-from .base import image_groups, xp_of, scratch
+from .base import image_groups, xp_of, scratch, sum_in_order
+from .threads import run_in_parallel
 
 TRANSFORM_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 KERNEL_TRANSFORM = np.kron(TRANSFORM_G, TRANSFORM_G)
@@ -160,7 +161,7 @@ def winograd_correlate(x, kernel, padding, out, group_bytes):
     # Scratch slots, three of them the wide lowering's, each reused once its array
     # is dead: flat (phases, then A^T M), winograd rows (B^T d), columns (V[k],
     # then A^T M A), product (M[k]), winograd real tiles (V[k] compacted).
-    for group in image_groups(n, 8 * (c + o) * grid * x.dtype.itemsize, group_bytes):
+    def one_group(group):
         m = group.stop - group.start
         size = c * m * grid  # one flat phase, all channels and images of the group
         count = m * tile_rows * tile_cols  # tiles per channel in the products
@@ -199,6 +200,9 @@ def winograd_correlate(x, kernel, padding, out, group_bytes):
                 target = out[group, :, a::2, b::2]
                 rows_ab, cols_ab = target.shape[2:]
                 target[...] = blocks[a, b, :, :, :rows_ab, :cols_ab].transpose(1, 0, 2, 3)
+
+    groups = image_groups(n, 8 * (c + o) * grid * x.dtype.itemsize, group_bytes)
+    run_in_parallel(one_group, groups, xp)
     return out
 
 
@@ -275,8 +279,8 @@ def winograd_weight_grad(x, dy, padding, group_bytes):
     t, s = (ho + 1) // 2, (wo + 1) // 2
     row = s + 1
     grid = (t + 1) * row
-    summed = xp.zeros((4, 4, o, c), dtype=x.dtype)  # sum over tiles of Dy' V, by position
-    for group in image_groups(n, 8 * (c + o) * grid * x.dtype.itemsize, group_bytes):
+    def one_group(group):
+        summed = xp.zeros((4, 4, o, c), dtype=x.dtype)  # sum over tiles of Dy' V, by position
         m = group.stop - group.start
         size, count = c * m * grid, m * grid
         rows = tile_rows_of(x[group], padding, (t, s))
@@ -305,6 +309,10 @@ def winograd_weight_grad(x, dy, padding, group_bytes):
             xp.subtract(even, odd, out=spread[2])
             spread[3] = odd
             summed[k] += xp.matmul(spread, tiles.reshape(4, c, count).transpose(0, 2, 1))
+        return summed
+
+    groups = image_groups(n, 8 * (c + o) * grid * x.dtype.itemsize, group_bytes)
+    summed = sum_in_order(run_in_parallel(one_group, groups, xp))
     taps = xp.matmul(_constant("adjoint", xp, x.dtype), summed.reshape(16, o * c))
     return xp.ascontiguousarray(taps.reshape(3, 3, o, c).transpose(2, 3, 0, 1))
 
