@@ -63,7 +63,10 @@ Why groups, rather than the whole batch or one image at a time: ``X_B`` is kh kw
 times larger than its images (9x for 3x3), so for the whole batch it would be
 written to memory by the copies and read back by the product; a group of a few
 MiB (:attr:`Conv2d.group_bytes`) is still in the CPU cache when the product
-reads it. The columns and the product live in :func:`~minicnn.layers.base.scratch`
+reads it. The groups are also the unit of work that several threads share
+(:mod:`minicnn.layers.threads`): each thread builds its groups' columns and
+runs their products, with BLAS held to one thread.
+The columns and the product live in :func:`~minicnn.layers.base.scratch`
 buffers reused from layer to layer: a fresh array of a few MiB costs a page
 fault per 4 KiB the first time it is written, which measured as much as the
 copies themselves.
