@@ -322,7 +322,7 @@ class Network(Sequential):
 
     __call__ = forward
 
-    def backward(self, dout=None, inject=None, param_grads=True, capture=()):
+    def backward(self, dout=None, inject=None, param_grads=True, capture=(), input_grad=True):
         """Backpropagate and return the gradient on the input.
 
         ``dout`` is dL/d(output of the last forward pass, i.e. of its stop_at
@@ -331,6 +331,9 @@ class Network(Sequential):
         skip their parameter gradients. ``capture`` names layers whose output
         gradient dL/d(output) to keep (Grad-CAM needs it); then the result is
         ``(dx, {name: gradient})``, zeros where no gradient reached a layer.
+        With ``input_grad=False`` (a training step, which only wants the
+        parameter gradients) dx is None, and a first layer that can skip it
+        (Conv2d) does not compute it.
         Gradients that only this pass holds (not ``dout``, not an injected or a
         captured one) are overwritten on the way down by ReLU, eval-mode batch
         norm and the residual blocks' sums instead of allocating new ones.
@@ -370,23 +373,32 @@ class Network(Sequential):
         run = _Pass(inject=inject, capture=wanted.values())
         layers = list(self.layers())
         saved = [layer.param_grads for layer in layers]
+        first = next(iter(self.children.values()))  # the layer that sees the input, if a layer
+        first = first if isinstance(first, Layer) else None
+        xp = get_array_module(*inject.values())
         try:
             for layer in layers:
                 layer.param_grads = layer.param_grads and param_grads
                 if not layer.param_grads:  # stale gradients must not reach an optimizer step
                     layer.grads = {}
-            with whole_pass(last.images, get_array_module(*inject.values())):
+            if first is not None:
+                first.input_grad = input_grad
+            with whole_pass(last.images, xp):
                 dx, _ = self.run_backward(run, None)
         finally:
             for layer, flag in zip(layers, saved):
                 layer.param_grads = flag
+            if first is not None:
+                first.input_grad = True
+        if not input_grad:
+            dx = None
         if not wanted:
             return dx
-        xp = get_array_module(dx)
         grads = {}
+        dtype = next(iter(inject.values())).dtype
         for name, target in wanted.items():
             grad = run.activations.get(target)
-            grads[name] = (xp.zeros(last.output_shapes[target], dtype=dx.dtype)
+            grads[name] = (xp.zeros(last.output_shapes[target], dtype=dtype)
                            if grad is None else grad)
         return dx, grads
 

@@ -55,7 +55,7 @@ def fit(net, optimizer, x, y, epochs=1, batch_size=64, rng=None, augment=None,
                 xb = augment(xb, rng)
             logits = net.forward(xb)
             loss = loss_fn.forward(logits, yb)
-            net.backward(loss_fn.backward())
+            net.backward(loss_fn.backward(), input_grad=False)  # no gradient on the images
             optimizer.step()
             total += float(loss) * len(idx)
             correct += int((logits.argmax(axis=1) == yb).sum())

@@ -478,7 +478,7 @@ def _digits_training_step(torch, batch):
 
     def mine_step():
         loss_fn.forward(net.forward(x), labels)
-        net.backward(loss_fn.backward())
+        net.backward(loss_fn.backward(), input_grad=False)  # as torch: x needs no gradient
         optimizer.step()
         return net["conv1"].grads["weight"]
 

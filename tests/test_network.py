@@ -232,6 +232,32 @@ def test_param_grads_false_leaves_grads_empty_and_same_dx(x):
     assert all(set(layer.grads) == set(layer.params) for layer in net.layers())
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_input_grad_false_skips_the_first_convolutions_dx_and_keeps_every_param_grad(x, mode,
+                                                                                    monkeypatch):
+    net = make_net()
+    getattr(net, mode)()
+    first = net["conv1"]
+    out = net.forward(x)
+    dout = np.random.default_rng(3).standard_normal(out.shape)
+    net.backward(dout)
+    wanted = {f"{layer.name}.{k}": g.copy() for layer in net.layers() for k, g in layer.grads.items()}
+    calls = []
+    real = type(first)._input_grad
+    monkeypatch.setattr(first, "_input_grad", lambda *a: calls.append(a) or real(first, *a))
+    net.forward(x)
+    assert net.backward(dout, input_grad=False) is None
+    assert calls == []  # the first layer's dx was never computed
+    got = {f"{layer.name}.{k}": g for layer in net.layers() for k, g in layer.grads.items()}
+    assert got.keys() == wanted.keys()
+    for key, expected in wanted.items():
+        np.testing.assert_array_equal(got[key], expected, err_msg=key)
+    assert first.input_grad  # the flag is restored
+    dx, grads = net.backward(dout, input_grad=False, capture=["block1"])
+    assert dx is None and grads["block1"].shape == net.forward(x, capture=["block1"])[1][
+        "block1"].shape
+
+
 def test_unknown_names_raise_key_error_with_suggestion(net, x):
     with pytest.raises(KeyError, match=r"did you mean 'conv1'"):
         net.forward(x, stop_at="conv_1")

@@ -42,8 +42,11 @@ def threads():
 
 
 def blas_threads():
+    """Thread counts of NumPy's own BLAS (SciPy or PyTorch may have loaded others)."""
+    numpy_dir = os.path.dirname(os.path.dirname(np.__file__))
     return [info["num_threads"] for info in threadpoolctl.threadpool_info()
-            if info["user_api"] == "blas"]
+            if info["user_api"] == "blas" and info["filepath"].startswith(numpy_dir)
+            and "numpy" in info["filepath"]]
 
 
 def test_run_in_parallel_keeps_item_order_and_uses_several_threads(threads):

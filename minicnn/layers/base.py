@@ -10,6 +10,8 @@ A layer is a small object with
 * ``training``: switched by ``train()`` and ``eval()``;
 * ``param_grads``: when False, backward skips the parameter gradients (used when
   only the gradient on the input image is wanted, which is most visualizations);
+* ``input_grad``: when False, a layer that can (Conv2d) skips the gradient on its
+  input and returns None (a training step needs none on the images);
 * ``fresh_output`` (class attribute): True when forward always returns a new
   array, which a network pass may then let the next layer overwrite
   (``forward_inplace``, see :meth:`minicnn.network.Network.forward`);
@@ -50,6 +52,7 @@ class Layer:
         self.out_shape = None
         self.training = True
         self.param_grads = True
+        self.input_grad = True
 
     # -- the protocol ---------------------------------------------------
     def forward(self, x):

@@ -374,6 +374,8 @@ class Conv2d(Layer):
             self.grads["weight"] = self._weight_grad(x, dout)
             if "bias" in self.params:
                 self.grads["bias"] = dout.sum(axis=(0, 2, 3))
+        if not self.input_grad:  # e.g. the first layer of a training step: dx unwanted
+            return None
         return self._input_grad(dout, x.shape)
 
     def _weight_grad(self, x, dout):

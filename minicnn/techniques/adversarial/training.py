@@ -66,7 +66,7 @@ def adversarial_training(net, optimizer, images, labels, eps, alpha=0.5, epochs=
             weight = xp.asarray(np.repeat([alpha / n, (1 - alpha) / n], n), dtype=logits.dtype)
             dlogits = softmax(logits)
             dlogits[rows, y] -= 1
-            net.backward(dlogits * weight[:, None])
+            net.backward(dlogits * weight[:, None], input_grad=False)
             optimizer.step()
             fooled = logits[n:].argmax(axis=1) != y[n:]
             totals += [float(losses[:n].sum()), float(losses[n:].sum()),
