@@ -325,8 +325,11 @@ class Conv2d(Layer):
     def is_pointwise(self):
         return self.kernel_size == (1, 1) and self.padding == (0, 0)
 
-    def _pointwise_groups(self, n, pixels):
-        """:func:`image_groups` for a 1x1 layer: per image, its input and output."""
+    def _pointwise_groups(self, n, pixels, xp):
+        """:func:`image_groups` for a 1x1 layer (per image: its input and output) to
+        share out over the threads; on a GPU, one product over the whole batch."""
+        if xp is not np:
+            return [slice(0, n)]
         itemsize = self.params["weight"].dtype.itemsize
         return image_groups(n, (self.in_channels + self.out_channels) * pixels * itemsize,
                             self.group_bytes)
@@ -358,7 +361,7 @@ class Conv2d(Layer):
                 xp.matmul(w_mat, pixels[group].reshape(m, c, ho * wo),
                           out=out[group].reshape(m, o, ho * wo))
 
-            run_in_parallel(one_group, self._pointwise_groups(n, ho * wo), xp)
+            run_in_parallel(one_group, self._pointwise_groups(n, ho * wo, xp), xp)
         else:
             out = correlate(x, weight, self.stride, self.padding, self.group_bytes)
         if "bias" in self.params:
@@ -395,7 +398,7 @@ class Conv2d(Layer):
                                  pixels[group].reshape(m, c, p).transpose(0, 2, 1))
                 return part.sum(axis=0)
 
-            parts = run_in_parallel(one_group, self._pointwise_groups(n, p), xp)
+            parts = run_in_parallel(one_group, self._pointwise_groups(n, p, xp), xp)
             return sum_in_order(parts).reshape(self.params["weight"].shape)
         ho, wo = dout.shape[2:]
         if use_winograd(self.kernel_size, self.stride, (c, o), (ho, wo), n, weight_grad=True):
@@ -432,7 +435,7 @@ class Conv2d(Layer):
                 xp.matmul(w_t, dout[group].reshape(m, o, ho * wo),
                           out=dx_sub[group].reshape(m, c, ho * wo))
 
-            run_in_parallel(one_group, self._pointwise_groups(n, ho * wo), xp)
+            run_in_parallel(one_group, self._pointwise_groups(n, ho * wo, xp), xp)
             if (sh, sw) == (1, 1):
                 return dx_sub
             dx = xp.zeros(x_shape, dtype=dout.dtype)  # pixels the stride skips get 0
