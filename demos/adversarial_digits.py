@@ -33,7 +33,7 @@ from minicnn.models import cifar_resnet  # noqa: E402
 from minicnn.plots import save  # noqa: E402
 from minicnn.plots.adversarial import robustness_figure, transfer_figure  # noqa: E402
 from minicnn.techniques.adversarial import (  # noqa: E402
-    adversarial_training, with_extra_class, pgd, robust_accuracy, transfer_matrix,
+    adversarial_training, extra_class_defence, robust_accuracy, transfer_matrix,
     predict_classes, images_from_pixels, PixelModel)
 from minicnn.train import fit  # noqa: E402
 
@@ -91,37 +91,12 @@ def training(args, results):
 
 def extra_class(args, results):
     x_train, y_train, x_test, y_test = digits()
-    shipped = minicnn.load()
-    eps = args.train_eps
-    old_train = np.concatenate([pgd(shipped, x_train[i:i + 128], y_train[i:i + 128], eps,
-                                    rng=args.seed) for i in range(0, len(x_train), 128)])
-    net = with_extra_class(shipped, rng=args.seed)
-    model = PixelModel(net)
-    inputs = np.concatenate([model.to_input(x_train), model.to_input(old_train)])
-    targets = np.concatenate([y_train, np.full(len(y_train), 10)])
-    optimizer = minicnn.SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
     start = time.time()
-    fit(net, optimizer, inputs, targets, epochs=args.epochs, batch_size=64, rng=args.seed)
-    seconds = time.time() - start
-
-    def outcome(images):
-        predicted = predict_classes(net, images)
-        return {"correct": float((predicted == y_test).mean()),
-                "called_adversarial": float((predicted == 10).mean()),
-                "fooled": float(((predicted != y_test) & (predicted != 10)).mean())}
-
-    old_test = pgd(shipped, x_test, y_test, eps, rng=args.seed)
-    fresh = pgd(net, x_test, y_test, eps, rng=args.seed)
-    logits = model.logits(x_test)[:, :10].copy()
-    logits[np.arange(len(y_test)), y_test] = -np.inf
-    runner_up = logits.argmax(axis=1)
-    fresh_targeted = pgd(net, x_test, runner_up, eps, targeted=True, rng=args.seed)
-    out = {"eps": eps, "epochs": args.epochs, "seconds": seconds,
-           "clean": outcome(x_test), "old adversarial (made on the shipped model)":
-           outcome(old_test), "fresh PGD against the new network": outcome(fresh),
-           "fresh PGD targeted at the runner-up digit": outcome(fresh_targeted),
-           "shipped model on the old adversarial images": float(
-               (predict_classes(shipped, old_test) == y_test).mean())}
+    _, outcomes = extra_class_defence(minicnn.load(), x_train, y_train, x_test, y_test,
+                                      args.train_eps, epochs=args.epochs, rng=args.seed,
+                                      progress=True)
+    out = {"eps": args.train_eps, "epochs": args.epochs, "seconds": time.time() - start,
+           **outcomes}
     results["extra_class"] = out
     print(json.dumps(out, indent=1), flush=True)
 

@@ -370,6 +370,30 @@ def test_extra_class_keeps_the_ten_digits(digits, dev):
     fgsm(bigger, images, np.full(len(images), 10), 0.01, targeted=True)  # class 10 is valid
 
 
+def test_extra_class_defence_reports_where_each_image_set_lands(digits):
+    """The outcome table against a recomputation: the fresh PGD row is what pgd against
+    the returned 11-class network, then its predictions, give; rows sum to 1."""
+    from minicnn.techniques.adversarial import EPS_LIST, extra_class_defence, predict_classes
+    net, images, labels = digits
+    train, train_labels, test, test_labels = images[:8], labels[:8], images[8:], labels[8:]
+    eps = EPS_LIST[-1]
+    bigger, outcomes = extra_class_defence(net, train, train_labels, test, test_labels, eps,
+                                           epochs=1, steps=2, batch_size=4, rng=5)
+    assert bigger["fc"].out_features == 11 and net["fc"].out_features == 10
+    assert list(outcomes) == ["clean", "old PGD (made on the original)", "fresh PGD",
+                              "fresh PGD at the runner-up"]
+    for row in outcomes.values():
+        assert sum(row.values()) == pytest.approx(1.0)
+    seed = int(np.random.default_rng(5).integers(2**31))
+    predicted = predict_classes(bigger, pgd(bigger, test, test_labels, eps, steps=2, rng=seed))
+    assert outcomes["fresh PGD"] == {
+        "correct": float((predicted == test_labels).mean()),
+        "called adversarial": float((predicted == 10).mean()),
+        "fooled": float(((predicted != test_labels) & (predicted != 10)).mean())}
+    clean = predict_classes(bigger, test)
+    assert outcomes["clean"]["correct"] == float((clean == test_labels).mean())
+
+
 # (what is wrong, the call, the words the error must contain); ``x`` are 4 digits in
 # [0, 1] on the test's device, ``y`` their labels, ``net`` the model there
 BAD_INPUTS = [

@@ -119,6 +119,20 @@ def test_adversarial_train_prints_the_saved_models_pgd_accuracy(tmp_path, capsys
     assert out.is_file() and png_size(out)[0] > 100
 
 
+def test_adversarial_extra_class_prints_each_image_sets_outcome_and_draws_them(tmp_path,
+                                                                              capsys):
+    out = tmp_path / "extra.png"
+    assert main(["adversarial", "extra-class", "--epochs", "1", "--limit", "32",
+                 "--eval-limit", "10", "--out", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "called adversarial" in line]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "clean", "old PGD (made on the original)", "fresh PGD", "fresh PGD at the runner-up"]
+    for line in lines:  # each row's three shares of the 10 held-out images add up to 100 %
+        shares = [float(part.split()[-1].rstrip("%")) for part in line.split(": ")[1].split(",")]
+        assert sum(shares) == pytest.approx(100.0, abs=0.2)
+    assert out.is_file() and png_size(out)[0] > 100
+
+
 def test_training_data_without_the_models_own_data_halves_the_given_images():
     import minicnn
     from minicnn.cli.adversarial import training_data

@@ -1,5 +1,5 @@
 """Adversarial examples: ``attack``, ``fool``, ``adversarial linear``, ``adversarial train``,
-``robustness``, ``transfer``.
+``adversarial extra-class``, ``robustness``, ``transfer``.
 
 Every command works in pixel space (images in [0, 1]; ``--eps`` in the same
 units, so 8/255 is eight grey levels) and writes one PNG.
@@ -198,6 +198,41 @@ def _train(args):
     return 0
 
 
+def extra_class_result(net, train, test, eps, epochs, limit=None, eval_limit=None, steps=10,
+                       seed=0, progress=False):
+    """:func:`~minicnn.techniques.adversarial.extra_class_defence` on the Datasets ``train``
+    (its first ``limit`` images) and ``test``; returns (network, outcomes, figure)."""
+    from ..plots.adversarial import outcome_figure
+    from ..techniques.adversarial import extra_class_defence
+    images, labels = _dataset_images(train, limit)
+    test, test_labels = _dataset_images(test, eval_limit)
+    bigger, outcomes = extra_class_defence(net, images, labels, test, test_labels, eps,
+                                           epochs=epochs, steps=steps, rng=seed,
+                                           progress=progress)
+    return bigger, outcomes, outcome_figure(
+        outcomes, f"Extra 'adversarial' class: PGD {eps * 255:.0f}/255, {len(images)} "
+        f"training images, {epochs} epochs")
+
+
+def _outcome_line(outcome):
+    return ", ".join(f"{k} {v:.1%}" for k, v in outcome.items())
+
+
+def _extra_class(args):
+    from .common import load_model, write_figure
+    from ..datasets import as_dataset
+    eps = _fraction(args.eps)
+    net = load_model(args)
+    data = None if args.data is None else as_dataset(args.data, net)
+    train, test = training_data(net, data, args.seed)
+    _, outcomes, fig = extra_class_result(net, train, test, eps, args.epochs, args.limit,
+                                          args.eval_limit, seed=args.seed, progress=True)
+    for row, outcome in outcomes.items():
+        print(f"{row:>32}: {_outcome_line(outcome)}")
+    write_figure(fig, args.out)
+    return 0
+
+
 def _robustness(args):
     from .common import load_model, load_data, write_figure
     from ..plots.adversarial import robustness_figure
@@ -297,6 +332,21 @@ def register(sub):
     q.add_argument("--save", metavar="FILE", help="also save the trained model")
     q.add_argument("--out", default="adversarial_training.png", metavar="PNG")
     q.set_defaults(func=_train)
+    q = action.add_parser("extra-class", help="the 'adversarial class' defence, measured",
+                          description="Train a copy with one more output, 'adversarial', on "
+                          "the training split plus PGD images made against the model; show "
+                          "where clean, old PGD, fresh PGD and runner-up-targeted PGD images of "
+                          "the held-out split land (CIFAR-style ResNets).")
+    q.add_argument("--weights", metavar="FILE")
+    q.add_argument("--eps", default="8/255", help="PGD size (default 8/255)")
+    q.add_argument("--epochs", type=int, default=5)
+    q.add_argument("--limit", type=int, default=None, help="training images (default all)")
+    q.add_argument("--eval-limit", type=int, default=None, help="held-out images (default all)")
+    q.add_argument("--data", metavar="FOLDER", help="images for a model without its own data "
+                   "(class subfolders name the labels): shuffled, half to train, half held out")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", default="adversarial_extra_class.png", metavar="PNG")
+    q.set_defaults(func=_extra_class)
 
     p = sub.add_parser("robustness", help="accuracy under FGSM / PGD against eps",
                        description="Accuracy of the model on labelled images attacked at each eps.")
@@ -386,6 +436,15 @@ def gallery(context):
                 "PGD (5 steps) accuracy on 100 held-out images, " + "; ".join(
                     f"{k}: {_pgd_line(v)}" for k, v in curves.items())
                 + f" ({time.perf_counter() - start:.1f} s).")
+    if str(net.metadata.get("arch", "")).startswith("cifar_resnet"):  # with_extra_class's kind
+        start = time.perf_counter()
+        _, outcomes, fig = extra_class_result(net, train, test, 8 / 255, epochs=2, limit=600,
+                                              eval_limit=100, steps=5, seed=context.seed)
+        context.add(fig, "adversarial_extra_class.png", "An extra 'adversarial' class",
+                    "A copy with an 11th output trained on 600 clean images and their PGD "
+                    "versions (made on the original); on 100 held-out images: " + "; ".join(
+                        f"{row}: {_outcome_line(o)}" for row, o in outcomes.items())
+                    + f" ({time.perf_counter() - start:.1f} s).")
     defended = MultiCropModel(net, crops=5, flips=False, padding=2)
     matrix, _ = transfer_matrix([net, defended], [net, defended], images[:30], labels[:30],
                                 "pgd", eps=4 / 255, steps=3, rng=context.seed)

@@ -124,3 +124,32 @@ def transfer_figure(matrix, sources, targets=None, title="Transfer: made on row,
                 color="black" if value > 0.6 else "white")
     fig.colorbar(image, ax=ax, shrink=0.8)
     return fig
+
+
+def outcome_figure(outcomes, title="An extra 'adversarial' class"):
+    """``outcomes``: {image set: {outcome: fraction}} (each row summing to 1), one
+    stacked horizontal bar per image set, each share labelled with its percentage."""
+    rows = list(outcomes)
+    kinds = list(outcomes[rows[0]])
+    colours = ["tab:green", "tab:blue", "tab:red", "tab:grey"]
+    fig, axes = figure(1, 1, 3.2)
+    fig.set_size_inches(6.5, 3.2)
+    fig.suptitle(title, fontsize=9)
+    ax = axes[0, 0]
+    left = np.zeros(len(rows))
+    for kind, colour in zip(kinds, colours):
+        widths = np.array([outcomes[row][kind] for row in rows])
+        ax.barh(range(len(rows)), widths, left=left, color=colour, label=kind)
+        for y, (x, w) in enumerate(zip(left, widths)):
+            if w >= 0.08:
+                ax.text(x + w / 2, y, f"{w:.0%}", ha="center", va="center", fontsize=7,
+                        color="white")
+        left += widths
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("fraction of the held-out images", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(kinds),
+              frameon=False)
+    return fig

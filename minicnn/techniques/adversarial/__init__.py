@@ -16,10 +16,10 @@ from .deepfool import deepfool
 from .carlini_wagner import carlini_wagner_l2
 from .evaluation import robust_accuracy, transfer_matrix, predict_classes, EPS_LIST
 from .defences import MultiCropModel, multicrop_predict
-from .training import adversarial_training, with_extra_class
+from .training import adversarial_training, with_extra_class, extra_class_defence
 
 __all__ = ["PixelModel", "pixel_model", "check_images", "images_from_pixels", "fool_linear",
            "linear_epsilon", "epsilon_by_dimension", "linear_example", "fgsm", "pgd",
            "fooling_image", "deepfool", "carlini_wagner_l2", "robust_accuracy", "transfer_matrix",
            "predict_classes", "EPS_LIST", "MultiCropModel", "multicrop_predict",
-           "adversarial_training", "with_extra_class"]
+           "adversarial_training", "with_extra_class", "extra_class_defence"]
