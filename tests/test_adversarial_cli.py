@@ -60,10 +60,11 @@ def test_gallery_section_makes_every_attack_figure(tmp_path):
     names = [entry[1] for entry in context.entries]
     assert names == [f"adversarial_{m}.png" for m in ("fgsm", "pgd", "deepfool", "cw")] + [
         "adversarial_fooling.png", "adversarial_linear.png", "adversarial_robustness.png",
-        "adversarial_training.png", "adversarial_transfer.png"]
+        "adversarial_training.png", "adversarial_extra_class.png", "adversarial_transfer.png"]
     assert all((tmp_path / name).is_file() for name in names)
     captions = {entry[1]: entry[3] for entry in context.entries}
     assert "10 of 10 classes reach p >= 0.996" in captions["adversarial_fooling.png"]
+    assert "fresh PGD at the runner-up: correct" in captions["adversarial_extra_class.png"]
     # the robustness caption carries the measured clean accuracy of the 50 digits
     images = np.stack([context.data.pixels(i) for i in range(50)])
     from minicnn.techniques.adversarial import predict_classes, images_from_pixels
