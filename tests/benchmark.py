@@ -299,6 +299,95 @@ def rel_norm_diff(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+# -- the arithmetic floor ------------------------------------------------------
+
+def blas_peak_gflops():
+    """The fastest rate NumPy's BLAS reaches here, GFLOP/s: float32 square products
+    of 1024 and 2048, best of three each, under the thread limit in force."""
+    rng = np.random.default_rng(0)
+    best = 0.0
+    for n in (1024, 2048):
+        a = rng.standard_normal((n, n)).astype(np.float32)
+        out = np.empty_like(a)
+        np.matmul(a, a, out=out)
+        for _ in range(3):
+            start = time.perf_counter()
+            np.matmul(a, a, out=out)
+            best = max(best, 2 * n ** 3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def conv_multiply_adds(layer, x_shape, part):
+    """Multiply-adds that ``part`` ("forward", "input" or "weight" gradient) of the
+    Conv2d ``layer`` needs on an input of ``x_shape``, with the algorithm minicnn
+    picks for it, counted at its best: Winograd's 16 products per 2x2 block and
+    channel pair on the blocks of real output only (no garbage tiles), every other
+    lowering as the direct sum ``N O Ho Wo C kh kw`` (no wrapped columns)."""
+    from minicnn.layers.conv import output_size
+    from minicnn.layers.winograd import use_winograd
+    n, c, h, w = x_shape
+    o, (kh, kw), stride, (ph, pw) = layer.out_channels, layer.kernel_size, layer.stride, \
+        layer.padding
+    ho, wo = output_size(h, kh, stride[0], ph), output_size(w, kw, stride[1], pw)
+    direct = n * o * ho * wo * c * kh * kw
+
+    def winograd(out_h, out_w):
+        return 16 * o * c * n * ((out_h + 1) // 2) * ((out_w + 1) // 2)
+
+    if part == "forward" and use_winograd((kh, kw), stride, (c, o), (ho, wo), n):
+        return winograd(ho, wo)
+    if (part == "input" and stride == (1, 1) and ph < kh and pw < kw
+            and use_winograd((kh, kw), (1, 1), (o, c), (h, w), n)):
+        return winograd(h, w)
+    if part == "weight" and use_winograd((kh, kw), stride, (c, o), (ho, wo), n,
+                                         weight_grad=True):
+        return winograd(ho, wo)
+    return direct
+
+
+def pass_multiply_adds(net, x, backward=False, input_grad=True, param_grads=False):
+    """Multiply-adds of the convolutions and fully connected layers of one pass of
+    ``net`` on a batch shaped like ``x``: the forward pass, and with ``backward`` the
+    backward pass too (each layer's input gradient, but the first layer's when
+    ``input_grad`` is False; the weight gradients when ``param_grads``)."""
+    from minicnn.layers import Conv2d, Linear
+    layers = list(net.layers())
+    modes = [layer.training for layer in layers]
+    net.eval()  # training mode would move the running statistics towards the probe's
+    try:
+        net.forward(np.zeros(x.shape, dtype=x.dtype))  # Conv2d and Linear keep their inputs
+        shapes = [layer.cache.shape if isinstance(layer, (Conv2d, Linear)) else None
+                  for layer in layers]
+    finally:
+        for layer, training in zip(layers, modes):
+            layer.training = training
+            layer.cache = None
+    total = 0
+    for index, (layer, shape) in enumerate(zip(layers, shapes)):
+        if shape is None:
+            continue
+        parts = ["forward"]
+        if backward:
+            parts += ["input"] if input_grad or index > 0 else []
+            parts += ["weight"] if param_grads else []
+        for part in parts:
+            if isinstance(layer, Conv2d):
+                total += conv_multiply_adds(layer, shape, part)
+            else:
+                total += shape[0] * layer.in_features * layer.out_features
+    return total
+
+
+def floor_ms(multiply_adds, peak_gflops):
+    """The time ``multiply_adds`` take at ``peak_gflops``: no engine doing that
+    arithmetic on this BLAS runs faster, whatever else it does for free."""
+    return 2 * multiply_adds / peak_gflops / 1e6
+
+
+FLOOR_NOTE = ("floor: the time minicnn's multiply-adds alone would take at NumPy's best BLAS "
+              "rate here ({peak:.0f} GFLOP/s), over torch's time")
+
+
 def _forward_and_input_gradient(torch, net, model, x, onehot):
     """The passes the resnet50 and small sections time on the batch ``x``, minicnn's
     ``net`` and torch's ``model`` with the same weights: (minicnn forward, torch
@@ -346,8 +435,10 @@ def bench_resnet50(args, torch):
     rng = np.random.default_rng(0)
     print(f"ResNet-50 (torchvision variant), 224x224, float32, {args.threads} thread(s); "
           "median ms; peak memory of the pass in a fresh process, MiB")
+    peak = blas_peak_gflops()
+    print(FLOOR_NOTE.format(peak=peak))
     header = (f"{'pass':<22} {'batch':>5} {'minicnn ms':>11} {'torch ms':>10} {'ratio':>7}"
-              f" {'minicnn MiB':>12} {'torch MiB':>10} {'rel diff':>9}")
+              f" {'floor':>6} {'minicnn MiB':>12} {'torch MiB':>10} {'rel diff':>9}")
     print(header)
     print("-" * len(header))
     all_ok = True
@@ -368,8 +459,9 @@ def bench_resnet50(args, torch):
             all_ok &= ok
             t_a, t_b = time_pair(fa, fb, args.budget, least=2, most=10)
             ratios[name].append(t_a / t_b)
+            floor = floor_ms(pass_multiply_adds(net, x, backward=kind == "backward"), peak)
             print(f"{name:<22} {batch:>5} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f}"
-                  f" {mem_a:>12.0f} {mem_b:>10.0f} {diff:>9.1e}"
+                  f" {floor / t_b:>6.2f} {mem_a:>12.0f} {mem_b:>10.0f} {diff:>9.1e}"
                   f"{'' if ok else '  WRONG'}", flush=True)
     print("-" * len(header))
     for name, values in ratios.items():
@@ -425,20 +517,24 @@ def bench_small(args, torch):
     rng = np.random.default_rng(0)
     print(f"CIFAR ResNet-56 ({label}), 32x32, and the digits ResNet-8 training step, float32, "
           f"{args.threads} thread(s); median ms")
+    peak = blas_peak_gflops()
+    print(FLOOR_NOTE.format(peak=peak))
     header = (f"{'pass':<34} {'batch':>5} {'minicnn ms':>11} {'torch ms':>10} {'ratio':>7}"
-              f" {'rel diff':>9}")
+              f" {'floor':>6} {'rel diff':>9}")
     print(header)
     print("-" * len(header))
     all_ok, rows = True, []
     for batch in (16, 128):
         rows += _resnet56_passes(torch, net, model, batch, rng)
     rows.append(_digits_training_step(torch, 64))
-    for name, batch, fa, fb, tolerance in rows:
+    for name, batch, fa, fb, tolerance, multiply_adds in rows:
         diff = rel_norm_diff(fa(), np.asarray(fb()))
         ok = diff < tolerance
         all_ok &= ok
         t_a, t_b = time_pair(fa, fb, args.budget)
-        print(f"{name:<34} {batch:>5} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f} {diff:>9.1e}"
+        floor = floor_ms(multiply_adds, peak)
+        print(f"{name:<34} {batch:>5} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f}"
+              f" {floor / t_b:>6.2f} {diff:>9.1e}"
               f"{'' if ok else '  WRONG'}", flush=True)
     print("-" * len(header))
     if not all_ok:
@@ -447,23 +543,25 @@ def bench_small(args, torch):
 
 
 def _resnet56_passes(torch, net, model, batch, rng):
-    """Rows (name, batch, minicnn pass, torch pass, tolerance) for one batch size: the
-    forward pass and the forward pass + input gradient of one logit per image."""
+    """Rows (name, batch, minicnn pass, torch pass, tolerance, multiply-adds) for one
+    batch size: the forward pass and the forward pass + input gradient of one logit
+    per image."""
     x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
     onehot = np.zeros((batch, 10), np.float32)
     onehot[np.arange(batch), rng.integers(0, 10, batch)] = 1.0
     mine_forward, torch_forward, mine_backward, torch_backward = \
         _forward_and_input_gradient(torch, net, model, x, onehot)
-    return [("ResNet-56 forward", batch, mine_forward, torch_forward, TOLERANCE),
+    return [("ResNet-56 forward", batch, mine_forward, torch_forward, TOLERANCE,
+             pass_multiply_adds(net, x)),
             ("ResNet-56 forward + input grad", batch, mine_backward, torch_backward,
-             GRADIENT_TOLERANCE)]
+             GRADIENT_TOLERANCE, pass_multiply_adds(net, x, backward=True))]
 
 
 def _digits_training_step(torch, batch):
-    """(name, batch, minicnn step, torch step, tolerance) for the shipped digits ResNet-8
-    on its own held-out digits. Each step returns the gradient on conv1's weight, the
-    end of the whole backward pass, which the first call of each (from the same
-    weights) must agree on."""
+    """(name, batch, minicnn step, torch step, tolerance, multiply-adds) for the shipped
+    digits ResNet-8 on its own held-out digits. Each step returns the gradient on
+    conv1's weight, the end of the whole backward pass, which the first call of each
+    (from the same weights) must agree on."""
     from torch_resnets import TorchCifarResNet, load_minicnn_state
     from minicnn import load
     from minicnn.datasets import as_dataset
@@ -488,7 +586,10 @@ def _digits_training_step(torch, batch):
         torch_optimizer.step()
         return model.conv1.weight.grad.numpy().copy()
 
-    return ("digits ResNet-8 training step", batch, mine_step, torch_step, GRADIENT_TOLERANCE)
+    multiply_adds = pass_multiply_adds(net, x, backward=True, input_grad=False,
+                                       param_grads=True)
+    return ("digits ResNet-8 training step", batch, mine_step, torch_step, GRADIENT_TOLERANCE,
+            multiply_adds)
 
 
 # -- section: techniques --------------------------------------------------------
