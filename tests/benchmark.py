@@ -40,7 +40,7 @@ except ImportError:  # threadpoolctl comes with scikit-learn, a minicnn dependen
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minicnn.layers import Conv2d  # noqa: E402
-from minicnn.layers.threads import set_num_threads  # noqa: E402
+from minicnn.layers.threads import get_num_threads, set_num_threads  # noqa: E402
 
 TOLERANCE = 1e-3
 """Largest max-relative difference (float32) accepted between minicnn and PyTorch."""
@@ -384,8 +384,40 @@ def floor_ms(multiply_adds, peak_gflops):
     return 2 * multiply_adds / peak_gflops / 1e6
 
 
+def products_ms(fn, threads, repeats=3):
+    """The time the matrix products inside ``fn()`` take (every ``numpy.matmul`` call,
+    which is how minicnn's layers multiply), run on one thread and divided by
+    ``threads``: what they would cost split perfectly over the cores. Median of
+    ``repeats`` calls after a warm-up."""
+    spent = [0.0]
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        result = matmul(*args, **kwargs)
+        spent[0] += time.perf_counter() - start
+        return result
+
+    matmul, before = np.matmul, get_num_threads()
+    set_num_threads(1)
+    times = []
+    try:
+        with threadpool_limits(limits=1):
+            fn()
+            np.matmul = timed
+            for _ in range(repeats):
+                spent[0] = 0.0
+                fn()
+                times.append(spent[0] * 1e3 / threads)
+    finally:
+        np.matmul = matmul
+        set_num_threads(before)
+    return statistics.median(times)
+
+
 FLOOR_NOTE = ("floor: the time minicnn's multiply-adds alone would take at NumPy's best BLAS "
-              "rate here ({peak:.0f} GFLOP/s), over torch's time")
+              "rate here ({peak:.0f} GFLOP/s), over torch's time; products: the time "
+              "minicnn's matrix products take in the pass, timed on one thread and divided "
+              "by the thread count, over torch's time")
 
 
 def _forward_and_input_gradient(torch, net, model, x, onehot):
@@ -438,7 +470,8 @@ def bench_resnet50(args, torch):
     peak = blas_peak_gflops()
     print(FLOOR_NOTE.format(peak=peak))
     header = (f"{'pass':<22} {'batch':>5} {'minicnn ms':>11} {'torch ms':>10} {'ratio':>7}"
-              f" {'floor':>6} {'minicnn MiB':>12} {'torch MiB':>10} {'rel diff':>9}")
+              f" {'floor':>6} {'products':>8} {'minicnn MiB':>12} {'torch MiB':>10}"
+              f" {'rel diff':>9}")
     print(header)
     print("-" * len(header))
     all_ok = True
@@ -460,8 +493,10 @@ def bench_resnet50(args, torch):
             t_a, t_b = time_pair(fa, fb, args.budget, least=2, most=10)
             ratios[name].append(t_a / t_b)
             floor = floor_ms(pass_multiply_adds(net, x, backward=kind == "backward"), peak)
+            products = products_ms(fa, args.threads)
             print(f"{name:<22} {batch:>5} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f}"
-                  f" {floor / t_b:>6.2f} {mem_a:>12.0f} {mem_b:>10.0f} {diff:>9.1e}"
+                  f" {floor / t_b:>6.2f} {products / t_b:>8.2f} {mem_a:>12.0f} {mem_b:>10.0f}"
+                  f" {diff:>9.1e}"
                   f"{'' if ok else '  WRONG'}", flush=True)
     print("-" * len(header))
     for name, values in ratios.items():
@@ -520,7 +555,7 @@ def bench_small(args, torch):
     peak = blas_peak_gflops()
     print(FLOOR_NOTE.format(peak=peak))
     header = (f"{'pass':<34} {'batch':>5} {'minicnn ms':>11} {'torch ms':>10} {'ratio':>7}"
-              f" {'floor':>6} {'rel diff':>9}")
+              f" {'floor':>6} {'products':>8} {'rel diff':>9}")
     print(header)
     print("-" * len(header))
     all_ok, rows = True, []
@@ -533,8 +568,9 @@ def bench_small(args, torch):
         all_ok &= ok
         t_a, t_b = time_pair(fa, fb, args.budget)
         floor = floor_ms(multiply_adds, peak)
+        products = products_ms(fa, args.threads)
         print(f"{name:<34} {batch:>5} {t_a:>11.1f} {t_b:>10.1f} {t_a / t_b:>7.2f}"
-              f" {floor / t_b:>6.2f} {diff:>9.1e}"
+              f" {floor / t_b:>6.2f} {products / t_b:>8.2f} {diff:>9.1e}"
               f"{'' if ok else '  WRONG'}", flush=True)
     print("-" * len(header))
     if not all_ok:

@@ -83,3 +83,27 @@ def test_counting_leaves_the_network_as_it_was():
     assert all(np.array_equal(before[k], after[k]) for k in before)
     assert all(layer.training for layer in net.layers())
     assert all(layer.cache is None for layer in net.layers())
+
+
+
+def test_products_time_only_the_matrix_products():
+    """products_ms times numpy.matmul calls (as the layers make them) and nothing
+    else, then puts matmul and the thread count back."""
+    import time
+
+    from minicnn.layers.threads import get_num_threads, set_num_threads
+    matmul = np.matmul
+    a = np.ones((256, 256), np.float32)
+
+    def work():
+        np.matmul(a, a)  # well under a millisecond
+        time.sleep(0.02)  # not a product: counted, it would add 20 ms
+
+    previous = set_num_threads(2)
+    try:
+        whole = benchmark.products_ms(work, threads=1)
+        assert get_num_threads() == 2
+    finally:
+        set_num_threads(previous)
+    assert np.matmul is matmul
+    assert 0 < whole < 15

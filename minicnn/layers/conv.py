@@ -411,7 +411,7 @@ class Conv2d(Layer):
             wide = grid.widen(dout[group], scratch(xp, "product", (o, m, ho, grid.wq),
                                                    dout.dtype))
             # X~_B^T is a transposed view: BLAS reads it in place, no copy
-            return wide @ cols.T
+            return xp.matmul(wide, cols.T)
 
         groups = grid.groups(n, (c, o), x.dtype.itemsize, self.group_bytes)
         return sum_in_order(run_in_parallel(one_group, groups, xp)).reshape(
