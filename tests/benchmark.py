@@ -13,6 +13,12 @@ is the median of several repeats after a warm-up, and every case first checks
 that minicnn and PyTorch compute the same thing, so a fast wrong answer cannot
 pass as a speed-up.
 
+The ``resnet50`` and ``small`` tables also say how far down minicnn could go on
+this machine: ``floor`` is the time its multiply-adds would take at the BLAS's
+best rate (:func:`blas_peak_gflops`, :func:`pass_multiply_adds`) and
+``products`` the time its matrix products really take in the pass, split
+perfectly over the cores (:func:`products_ms`), each over PyTorch's time.
+
 PyTorch is the timing reference and the numerical oracle; it is imported only
 here (minicnn itself never imports it). Install it with
 ``pip install 'minicnn[oracle]'``.
