@@ -176,15 +176,36 @@ def _pgd_line(curve):
     return "  ".join(f"{e * 255:.0f}/255 {a:.1%}" for e, a in curve.items())
 
 
-def _train(args):
-    from .common import load_model, write_figure
+def _training_options(parser, eps_help, epochs, out):
+    """The options :func:`_training_setup` reads, shared by ``adversarial train`` and
+    ``adversarial extra-class``."""
+    parser.add_argument("--weights", metavar="FILE")
+    parser.add_argument("--eps", default="8/255", help=f"{eps_help} (default 8/255)")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--limit", type=int, default=None, help="training images (default all)")
+    parser.add_argument("--eval-limit", type=int, default=None,
+                        help="held-out images (default all)")
+    parser.add_argument("--data", metavar="FOLDER", help="images for a model without its own "
+                        "data (class subfolders name the labels): shuffled, half to train, "
+                        "half held out")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=out, metavar="PNG")
+
+
+def _training_setup(args):
+    """(eps, model, training split, held-out split) from the training commands' options."""
+    from .common import load_model
     from ..datasets import as_dataset
-    from ..io.model_file import save
-    from ..plots.adversarial import robustness_figure
-    eps = _fraction(args.eps)
     net = load_model(args)
     data = None if args.data is None else as_dataset(args.data, net)
-    train, test = training_data(net, data, args.seed)
+    return (_fraction(args.eps), net) + tuple(training_data(net, data, args.seed))
+
+
+def _train(args):
+    from .common import write_figure
+    from ..io.model_file import save
+    from ..plots.adversarial import robustness_figure
+    eps, net, train, test = _training_setup(args)
     trained, curves = train_and_measure(net, train, test, eps, args.alpha, args.epochs,
                                         args.limit, args.eval_limit, seed=args.seed,
                                         progress=True)
@@ -219,12 +240,8 @@ def _outcome_line(outcome):
 
 
 def _extra_class(args):
-    from .common import load_model, write_figure
-    from ..datasets import as_dataset
-    eps = _fraction(args.eps)
-    net = load_model(args)
-    data = None if args.data is None else as_dataset(args.data, net)
-    train, test = training_data(net, data, args.seed)
+    from .common import write_figure
+    eps, net, train, test = _training_setup(args)
     _, outcomes, fig = extra_class_result(net, train, test, eps, args.epochs, args.limit,
                                           args.eval_limit, seed=args.seed, progress=True)
     for row, outcome in outcomes.items():
@@ -320,32 +337,16 @@ def register(sub):
                           description="Fine-tune a copy of the model on its own training split "
                           "with alpha * clean loss + (1 - alpha) * FGSM loss; PGD accuracy on "
                           "its held-out data before and after (eps 0: clean).")
-    q.add_argument("--weights", metavar="FILE")
-    q.add_argument("--eps", default="8/255", help="FGSM size in training (default 8/255)")
+    _training_options(q, "FGSM size in training", epochs=1, out="adversarial_training.png")
     q.add_argument("--alpha", type=float, default=0.5)
-    q.add_argument("--epochs", type=int, default=1)
-    q.add_argument("--limit", type=int, default=None, help="training images (default all)")
-    q.add_argument("--eval-limit", type=int, default=None, help="held-out images (default all)")
-    q.add_argument("--data", metavar="FOLDER", help="images for a model without its own data "
-                   "(class subfolders name the labels): shuffled, half to train, half held out")
-    q.add_argument("--seed", type=int, default=0)
     q.add_argument("--save", metavar="FILE", help="also save the trained model")
-    q.add_argument("--out", default="adversarial_training.png", metavar="PNG")
     q.set_defaults(func=_train)
     q = action.add_parser("extra-class", help="the 'adversarial class' defence, measured",
                           description="Train a copy with one more output, 'adversarial', on "
                           "the training split plus PGD images made against the model; show "
                           "where clean, old PGD, fresh PGD and runner-up-targeted PGD images of "
                           "the held-out split land (CIFAR-style ResNets).")
-    q.add_argument("--weights", metavar="FILE")
-    q.add_argument("--eps", default="8/255", help="PGD size (default 8/255)")
-    q.add_argument("--epochs", type=int, default=5)
-    q.add_argument("--limit", type=int, default=None, help="training images (default all)")
-    q.add_argument("--eval-limit", type=int, default=None, help="held-out images (default all)")
-    q.add_argument("--data", metavar="FOLDER", help="images for a model without its own data "
-                   "(class subfolders name the labels): shuffled, half to train, half held out")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--out", default="adversarial_extra_class.png", metavar="PNG")
+    _training_options(q, "PGD size", epochs=5, out="adversarial_extra_class.png")
     q.set_defaults(func=_extra_class)
 
     p = sub.add_parser("robustness", help="accuracy under FGSM / PGD against eps",

@@ -120,18 +120,16 @@ def extra_class_defence(net, images, labels, test_images, test_labels, eps, epoc
     """
     from ...optim import SGD
     from ...train import fit
-    from .attacks import pgd
-    from .evaluation import predict_classes
+    from .evaluation import _adversarial, attack_function, predict_classes
     seed = int(as_generator(rng).integers(2**31))
     images, labels = check_images(images), check_labels(net, labels, len(images))
     test_images = check_images(test_images)
     test_labels = check_labels(net, test_labels, len(test_images))
     eps = check_eps(eps)
 
-    def attacked(model, x, y, targeted=False):
-        return np.concatenate([to_cpu(pgd(model, x[i:i + 128], y[i:i + 128], eps, steps=steps,
-                                          targeted=targeted, rng=seed))
-                               for i in range(0, len(x), 128)])
+    def attacked(model, x, y, targeted=False):  # PGD, 128 images at a time
+        run = attack_function("pgd", steps=steps, targeted=targeted, rng=seed)
+        return _adversarial(run, model, x, y, eps, 128)
 
     old_train = attacked(net, images, labels)
     bigger = with_extra_class(net, rng=seed)
