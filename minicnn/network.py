@@ -375,6 +375,7 @@ class Network(Sequential):
         saved = [layer.param_grads for layer in layers]
         first = next(iter(self.children.values()))  # the layer that sees the input, if a layer
         first = first if isinstance(first, Layer) else None
+        first_saved = first is not None and first.input_grad
         xp = get_array_module(*inject.values())
         try:
             for layer in layers:
@@ -389,7 +390,7 @@ class Network(Sequential):
             for layer, flag in zip(layers, saved):
                 layer.param_grads = flag
             if first is not None:
-                first.input_grad = True
+                first.input_grad = first_saved
         if not input_grad:
             dx = None
         if not wanted:

@@ -253,6 +253,11 @@ def test_input_grad_false_skips_the_first_convolutions_dx_and_keeps_every_param_
     for key, expected in wanted.items():
         np.testing.assert_array_equal(got[key], expected, err_msg=key)
     assert first.input_grad  # the flag is restored
+    first.input_grad = False  # a caller's own setting survives a pass that wanted dx
+    net.forward(x)
+    net.backward(dout)
+    assert first.input_grad is False
+    first.input_grad = True
     dx, grads = net.backward(dout, input_grad=False, capture=["block1"])
     assert dx is None and grads["block1"].shape == net.forward(x, capture=["block1"])[1][
         "block1"].shape
