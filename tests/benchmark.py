@@ -329,7 +329,7 @@ def conv_multiply_adds(layer, x_shape, part):
     picks for it, counted at its best: Winograd's 16 products per 2x2 block and
     channel pair on the blocks of real output only (no garbage tiles), every other
     lowering as the direct sum ``N O Ho Wo C kh kw`` (no wrapped columns)."""
-    from minicnn.layers.conv import output_size
+    from minicnn.layers.conv import dx_is_correlation, output_size
     from minicnn.layers.winograd import use_winograd
     n, c, h, w = x_shape
     o, (kh, kw), stride, (ph, pw) = layer.out_channels, layer.kernel_size, layer.stride, \
@@ -342,7 +342,7 @@ def conv_multiply_adds(layer, x_shape, part):
 
     if part == "forward" and use_winograd((kh, kw), stride, (c, o), (ho, wo), n):
         return winograd(ho, wo)
-    if (part == "input" and stride == (1, 1) and ph < kh and pw < kw
+    if (part == "input" and dx_is_correlation((kh, kw), stride, (ph, pw))
             and use_winograd((kh, kw), (1, 1), (o, c), (h, w), n)):
         return winograd(h, w)
     if part == "weight" and use_winograd((kh, kw), stride, (c, o), (ho, wo), n,
@@ -354,8 +354,9 @@ def conv_multiply_adds(layer, x_shape, part):
 def pass_multiply_adds(net, x, backward=False, input_grad=True, param_grads=False):
     """Multiply-adds of the convolutions and fully connected layers of one pass of
     ``net`` on a batch shaped like ``x``: the forward pass, and with ``backward`` the
-    backward pass too (each layer's input gradient, but the first layer's when
-    ``input_grad`` is False; the weight gradients when ``param_grads``)."""
+    backward pass too (each layer's input gradient, but not the first child's when
+    ``input_grad`` is False, as :meth:`~minicnn.network.Network.backward` skips it;
+    the weight gradients when ``param_grads``)."""
     from minicnn.layers import Conv2d, Linear
     layers = list(net.layers())
     modes = [layer.training for layer in layers]
@@ -368,13 +369,14 @@ def pass_multiply_adds(net, x, backward=False, input_grad=True, param_grads=Fals
         for layer, training in zip(layers, modes):
             layer.training = training
             layer.cache = None
+    first = next(iter(net.children.values()))
     total = 0
-    for index, (layer, shape) in enumerate(zip(layers, shapes)):
+    for layer, shape in zip(layers, shapes):
         if shape is None:
             continue
         parts = ["forward"]
         if backward:
-            parts += ["input"] if input_grad or index > 0 else []
+            parts += ["input"] if input_grad or layer is not first else []
             parts += ["weight"] if param_grads else []
         for part in parts:
             if isinstance(layer, Conv2d):

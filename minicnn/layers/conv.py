@@ -157,6 +157,13 @@ def output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def dx_is_correlation(kernel, stride, padding):
+    """Whether a layer's input gradient is the forward correlation of dy with the
+    kernel turned round (stride 1, padding below the kernel size; see above),
+    rather than the wide col2im."""
+    return stride == (1, 1) and padding[0] < kernel[0] and padding[1] < kernel[1]
+
+
 class WideGrid:
     """Where the wide lowering puts things, for one kernel, stride and output size.
 
@@ -441,7 +448,7 @@ class Conv2d(Layer):
             dx = xp.zeros(x_shape, dtype=dout.dtype)  # pixels the stride skips get 0
             dx[:, :, ::sh, ::sw] = dx_sub
             return dx
-        if (sh, sw) == (1, 1) and ph < kh and pw < kw:
+        if dx_is_correlation(self.kernel_size, self.stride, self.padding):
             padding = (kh - 1 - ph, kw - 1 - pw)
             if use_winograd(self.kernel_size, (1, 1), (o, c), x_shape[2:], n):
                 return winograd_correlate(
