@@ -89,6 +89,9 @@ def test_blas_is_held_to_one_thread_inside_and_put_back_after(threads):
     threads(2)
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         before = blas_threads()
+        if not before:  # every check below would hold of an empty list
+            pytest.skip("threadpoolctl does not see NumPy's own BLAS library here")
+        assert before == [2] * len(before)
         inside = run_in_parallel(lambda item: blas_threads(), range(4))
         assert inside == [[1] * len(before)] * 4
         assert blas_threads() == before
